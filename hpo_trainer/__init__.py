@@ -1,0 +1,55 @@
+"""hpo-trainer: Optuna-backed hyperparameter search and training for PyTorch models."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from hpo_trainer.callbacks import (
+    Callback,
+    CheckpointCallback,
+    EarlyStopping,
+    ProgressCallback,
+    PruningCallback,
+    TensorBoardCallback,
+)
+from hpo_trainer.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    HpoTrainerError,
+    NonFiniteLossError,
+    SpaceError,
+    StorageError,
+)
+from hpo_trainer.loop import FitState, History, fit
+from hpo_trainer.space import CLASS, Hyperparameters
+from hpo_trainer.trainer import Trainer, resolve_device
+
+try:
+    __version__ = version("hpo-trainer")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "CLASS",
+    "Callback",
+    "CheckpointCallback",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "EarlyStopping",
+    "FitState",
+    "History",
+    "HpoTrainerError",
+    "Hyperparameters",
+    "NonFiniteLossError",
+    "ProgressCallback",
+    "PruningCallback",
+    "SpaceError",
+    "StorageError",
+    "TensorBoardCallback",
+    "Trainer",
+    "__version__",
+    "fit",
+    "resolve_device",
+]

@@ -1,0 +1,256 @@
+"""Callbacks: one base with no-op hooks, and the stock ones (pruning, checkpoints,
+TensorBoard, progress, early stopping).
+
+Each hook gets the one :class:`~hpo_trainer.loop.FitState`. A callback ends a run by setting
+``state.stop``; pruning raises ``optuna.TrialPruned``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hpo_trainer import checkpoint
+
+if TYPE_CHECKING:
+    from hpo_trainer.loop import FitState
+
+logger = logging.getLogger(__name__)
+
+
+class Callback:
+    """Base class: override the hooks you need; the rest do nothing."""
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Before the first epoch (also when resuming)."""
+
+    def on_epoch_start(self, state: FitState) -> None:
+        """Before each training epoch."""
+
+    def on_batch_end(self, state: FitState) -> None:
+        """After each training batch (only called if overridden, to keep the loop fast)."""
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """After each epoch, once ``state.metrics`` and ``state.history`` hold it."""
+
+    def on_fit_end(self, state: FitState) -> None:
+        """After the last epoch, or after an early stop."""
+
+
+class Reporter(Protocol):
+    """What pruning needs from a trial: ``optuna.Trial`` fits, and so does a faster stand-in."""
+
+    def report(self, value: float, step: int) -> None:
+        """Record the monitored value after an epoch."""
+
+    def should_prune(self) -> bool:
+        """Whether the trial should stop now."""
+
+
+class PruningCallback(Callback):
+    """Report the monitored metric to an Optuna trial every epoch; prune when it says so.
+
+    Args:
+        trial: An ``optuna.Trial`` (or anything with ``report`` and ``should_prune``).
+        metric: The metric to report, e.g. ``"val/loss"``.
+    """
+
+    def __init__(self, trial: Reporter, metric: str = "val/loss") -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Report, then raise ``optuna.TrialPruned`` if the pruner says so."""
+        import optuna
+
+        value = state.metrics[self.metric]
+        self.trial.report(value, state.epoch)
+        if self.trial.should_prune():
+            state.stop_reason = f"pruned after epoch {state.epoch} ({self.metric}={value:.6g})"
+            raise optuna.TrialPruned(state.stop_reason)
+
+
+class CheckpointCallback(Callback):
+    """Save a checkpoint every ``every`` epochs and after the last epoch.
+
+    Args:
+        directory: Where checkpoints go.
+        every: Save after every this many epochs.
+        filename: The file name; ``{epoch}`` is filled in (``"last.pt"`` keeps one file).
+        extra: Called with the state; its dict is added to each checkpoint.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        every: int = 1,
+        filename: str = "epoch-{epoch:04d}.pt",
+        extra: Callable[[FitState], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.every = every
+        self.filename = filename
+        self.extra = extra
+        self.last_path: Path | None = None
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Save when the epoch is due."""
+        if state.epoch % self.every == 0 or state.epoch >= state.epochs or state.stop:
+            self.save(state)
+
+    def save(self, state: FitState) -> Path:
+        """Save a checkpoint of ``state`` now and return its path."""
+        ckpt = checkpoint.capture(state)
+        if self.extra is not None:
+            ckpt.update(self.extra(state))
+        path = self.directory / self.filename.format(epoch=state.epoch)
+        self.last_path = checkpoint.save(ckpt, path)
+        return self.last_path
+
+
+def _hparam_value(value: Any) -> int | float | str | bool:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    name = getattr(value, "__name__", None)
+    return name if isinstance(name, str) else str(value)
+
+
+class TensorBoardCallback(Callback):
+    """Write every metric as a scalar every ``every`` epochs, and hparams at the end.
+
+    Args:
+        logdir: The run's TensorBoard folder.
+        every: Write scalars after every this many epochs.
+        hparams: The hyperparameters to record with the final metrics.
+    """
+
+    def __init__(
+        self, logdir: str | Path, *, every: int = 1, hparams: Mapping[str, Any] | None = None
+    ) -> None:
+        self.logdir = Path(logdir)
+        self.every = max(1, every)
+        self.hparams = dict(hparams or {})
+        self._writer: Any = None
+        self._written: int = -1
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Open the event file."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(self.logdir))
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Write scalars when the epoch is due."""
+        if state.epoch % self.every == 0:
+            self._write_scalars(state)
+
+    def _write_scalars(self, state: FitState) -> None:
+        for name, value in state.metrics.items():
+            self._writer.add_scalar(name, value, state.epoch)
+        self._written = state.epoch
+
+    def on_fit_end(self, state: FitState) -> None:
+        """Write the last scalars if they are not yet written, then the hparams."""
+        from torch.utils.tensorboard.summary import hparams
+
+        if self._writer is None:
+            return
+        if state.metrics and self._written != state.epoch:
+            self._write_scalars(state)
+        final = {k: v for k, v in state.metrics.items() if math.isfinite(v)}
+        if self.hparams and final:
+            values = {k: _hparam_value(v) for k, v in self.hparams.items()}
+            for summary in hparams(values, final):
+                self._writer.file_writer.add_summary(summary)
+        self._writer.close()
+        self._writer = None
+
+
+class ProgressCallback(Callback):
+    """A progress bar over each epoch's batches, on a terminal only.
+
+    Args:
+        enabled: Show it; by default only when standard error is a terminal.
+    """
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Any = None
+
+    def on_epoch_start(self, state: FitState) -> None:
+        """Open this epoch's bar."""
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=state.batches or None,
+                desc=f"epoch {state.epoch + 1}/{state.epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+            )
+
+    def on_batch_end(self, state: FitState) -> None:
+        """Advance the bar."""
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Close the bar and log the epoch's metrics."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            shown = ", ".join(
+                f"{k} {v:.4g}" for k, v in state.metrics.items() if not k.endswith("/lr")
+            )
+            logger.info("epoch %d/%d: %s", state.epoch, state.epochs, shown)
+
+    def on_fit_end(self, state: FitState) -> None:
+        """Close a bar left open by an interrupted epoch."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class EarlyStopping(Callback):
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        metric: The metric to watch.
+        patience: Epochs without improvement to allow.
+        mode: ``"min"`` or ``"max"``.
+        min_delta: The smallest change that counts as an improvement.
+    """
+
+    def __init__(
+        self, metric: str = "val/loss", *, patience: int = 5, mode: str = "min",
+        min_delta: float = 0.0,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.patience, self.mode, self.min_delta = metric, patience, mode, min_delta
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Count epochs without improvement; stop after ``patience`` of them."""
+        value = state.metrics[self.metric]
+        better = self.best is None or (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if better:
+            self.best, self.bad_epochs = value, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            state.stop = True
+            state.stop_reason = (
+                f"early stop: {self.metric} did not improve for {self.patience} epochs"
+            )

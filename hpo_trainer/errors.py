@@ -1,0 +1,69 @@
+"""The exceptions hpo-trainer raises.
+
+Every error a user can cause derives from :class:`HpoTrainerError`, so a script can catch
+them all in one place; the command line prints their message without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from difflib import get_close_matches
+
+
+class HpoTrainerError(Exception):
+    """Base class of every error raised for bad input or a failed run."""
+
+
+class SpaceError(HpoTrainerError, ValueError):
+    """A search space (a :class:`~hpo_trainer.Hyperparameters`) is invalid."""
+
+
+class ConfigError(HpoTrainerError, ValueError):
+    """The trainer, a study file or a search is configured wrongly."""
+
+
+class DataError(HpoTrainerError, ValueError):
+    """A dataset or a batch does not have the expected shape."""
+
+
+class StorageError(HpoTrainerError):
+    """A study storage URL is invalid or the storage cannot be reached."""
+
+
+class CheckpointError(HpoTrainerError):
+    """A checkpoint is missing, damaged or does not fit the run."""
+
+
+class NonFiniteLossError(HpoTrainerError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """Return a ``" Did you mean 'x'?"`` suffix for ``word``, or ``""`` if nothing is close.
+
+    Args:
+        word: What the user typed.
+        options: The valid spellings.
+
+    Returns:
+        A sentence to append to an error message, starting with a space, or ``""``.
+    """
+    close = get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def raise_all(problems: list[str], error: type[HpoTrainerError] = ConfigError) -> None:
+    """Raise one error listing every problem found, or do nothing if there are none.
+
+    Args:
+        problems: One sentence per problem.
+        error: The exception class to raise.
+
+    Raises:
+        HpoTrainerError: ``error`` with all problems, one per line, if any were found.
+    """
+    if len(problems) == 1:
+        raise error(problems[0])
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise error(f"{len(problems)} problems were found:\n{lines}")

@@ -1,0 +1,335 @@
+"""The training loop: ``fit``, one training epoch, evaluation, and the state callbacks see.
+
+This module knows PyTorch and nothing of Optuna: pruning, checkpoints, TensorBoard and
+progress all enter as callbacks (:mod:`hpo_trainer.callbacks`). The same :func:`fit` runs a
+search trial and the final training run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from hpo_trainer.errors import ConfigError, NonFiniteLossError
+
+if TYPE_CHECKING:
+    from hpo_trainer.callbacks import Callback
+
+logger = logging.getLogger(__name__)
+
+PassBatch = Callable[[Any], Any]
+MetricFn = Callable[[torch.Tensor, torch.Tensor], Any]
+
+
+class History(dict):
+    """Per-epoch metrics under namespaced keys (``train/loss``, ``val/acc``, ...).
+
+    The template's layout also works: ``history['loss']['val']`` is ``history['val/loss']``.
+    """
+
+    def __missing__(self, key: str) -> dict[str, list[float]]:
+        group = {k.split("/", 1)[0]: v for k, v in self.items() if k.split("/", 1)[-1] == key}
+        if not group:
+            raise KeyError(key)
+        return group
+
+    def append(self, metrics: Mapping[str, float]) -> None:
+        """Add one epoch's metrics."""
+        for name, value in metrics.items():
+            self.setdefault(name, []).append(value)
+
+    def truncate(self, epochs: int) -> None:
+        """Keep only the first ``epochs`` entries of every metric."""
+        for name in self:
+            del self[name][epochs:]
+
+
+@dataclass
+class FitState:
+    """What the loop is doing, handed to every callback.
+
+    Attributes:
+        model: The model being trained.
+        optimizer: Its optimizer.
+        scheduler: Its learning-rate scheduler, if any.
+        device: Where the model runs.
+        epochs: The epoch the run stops after.
+        epoch: Epochs completed so far (1 after the first epoch).
+        batch: Batches completed in the current epoch.
+        batches: Batches per training epoch.
+        metrics: The last completed epoch's metrics.
+        history: Every completed epoch's metrics.
+        params: The hyperparameters of this run, as stored (labels for objects).
+        stop: Set by a callback to end the run after the current epoch.
+        interrupted: Set (by a signal handler) to end the run at the next batch boundary.
+        stop_reason: Why the run stopped early, if it did.
+        loader_generator: The generator that shuffles the training set.
+        scaler: The gradient scaler of float16 mixed precision, if used.
+        extra: Free space for callbacks.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    epochs: int = 1
+    epoch: int = 0
+    batch: int = 0
+    batches: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: History = field(default_factory=History)
+    params: dict[str, Any] = field(default_factory=dict)
+    stop: bool = False
+    interrupted: bool = False
+    stop_reason: str | None = None
+    loader_generator: torch.Generator | None = None
+    scaler: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Totals:
+    """Running sums over one pass through a dataset, kept as tensors to avoid syncs."""
+
+    n: int = 0
+    loss: Any = 0.0
+    correct: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, out: Mapping[str, Any], size: int, metric_fns: Mapping[str, MetricFn]) -> None:
+        self.n += size
+        self.loss = self.loss + out["loss"].detach() * size
+        preds, target = out.get("preds"), out.get("target")
+        if _is_classification(preds, target):
+            hits = (preds.detach().argmax(dim=1) == target).sum()
+            self.correct = hits if self.correct is None else self.correct + hits
+        for name, value in out.items():
+            if name not in ("loss", "preds", "target") and _is_scalar(value):
+                self.extra[name] = self.extra.get(name, 0.0) + _detach(value) * size
+        if metric_fns and preds is not None:
+            for name, fn in metric_fns.items():
+                self.extra[name] = self.extra.get(name, 0.0) + _detach(fn(preds, target)) * size
+
+    def means(self, split: str) -> dict[str, float]:
+        if self.n == 0:
+            return {}
+        out = {f"{split}/loss": float(self.loss) / self.n}
+        if self.correct is not None:
+            out[f"{split}/acc"] = float(self.correct) / self.n
+        for name, total in self.extra.items():
+            out[f"{split}/{name}"] = float(total) / self.n
+        return out
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _detach(value: Any) -> Any:
+    return value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+
+
+def _is_classification(preds: Any, target: Any) -> bool:
+    return (
+        isinstance(preds, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and preds.ndim == 2
+        and target.ndim == 1
+        and not target.is_floating_point()
+        and len(preds) == len(target)
+    )
+
+
+def _size(out: Mapping[str, Any], batch: Any) -> int:
+    for key in ("preds", "target"):
+        value = out.get(key)
+        if isinstance(value, torch.Tensor) and value.ndim > 0:
+            return len(value)
+    first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    return len(first)
+
+
+def _check_output(out: Any) -> Mapping[str, Any]:
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        return {"loss": out}
+    if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor):
+        got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+        raise ConfigError(
+            "pass_batch must return a dict with a 'loss' tensor (and optionally 'preds' and "
+            f"'target' for accuracy), got {got}; return {{'loss': loss, 'preds': preds, "
+            "'target': y}"
+        )
+    return out
+
+
+def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    """Return the mixed-precision context for ``amp`` (``'bf16'``, ``'fp16'`` or ``None``)."""
+    if amp is None:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_epoch(
+    state: FitState,
+    batches: Iterable[Any],
+    pass_batch: PassBatch,
+    *,
+    amp: str | None = None,
+    grad_clip: float | None = None,
+    on_batch_end: Sequence[Callback] = (),
+) -> dict[str, float]:
+    """Train ``state.model`` for one pass over ``batches``.
+
+    Returns:
+        The epoch's mean training metrics (``train/loss``, ``train/acc`` ...).
+    """
+    model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    model.train()
+    totals = _Totals()
+    state.batch = 0
+    checked = False
+    for batch in batches:
+        with autocast(state.device, amp):
+            out = pass_batch(batch)
+        if not checked:
+            out = _check_output(out)
+            checked = True
+        loss = out["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        totals.add(out, _size(out, batch), {})
+        state.batch += 1
+        for cb in on_batch_end:
+            cb.on_batch_end(state)
+        if state.interrupted:
+            break
+    return totals.means("train")
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Any],
+    pass_batch: PassBatch,
+    *,
+    split: str,
+    device: torch.device,
+    amp: str | None = None,
+    metric_fns: Mapping[str, MetricFn] | None = None,
+) -> dict[str, float]:
+    """Return the mean metrics of ``model`` over ``batches`` under the ``split`` namespace."""
+    model.eval()
+    totals = _Totals()
+    with torch.no_grad(), autocast(device, amp):
+        for batch in batches:
+            out = _check_output(pass_batch(batch))
+            totals.add(out, _size(out, batch), metric_fns or {})
+    return totals.means(split)
+
+
+def _overrides(cb: Callback, hook: str) -> bool:
+    from hpo_trainer.callbacks import Callback
+
+    return getattr(type(cb), hook) is not getattr(Callback, hook)
+
+
+def fit(
+    state: FitState,
+    *,
+    train_batches: Iterable[Any],
+    pass_batch: PassBatch,
+    val_batches: Iterable[Any] | None = None,
+    test_batches: Iterable[Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+    amp: str | None = None,
+    grad_clip: float | None = None,
+    metric_fns: Mapping[str, MetricFn] | None = None,
+) -> FitState:
+    """Train ``state.model`` from epoch ``state.epoch`` up to ``state.epochs``.
+
+    Every epoch: train, evaluate on the validation (and test) set, step the scheduler,
+    append the metrics to ``state.history``, then call each callback's ``on_epoch_end``
+    (where pruning, checkpoints and TensorBoard happen).
+
+    Args:
+        state: The run's state; resuming means passing a state restored from a checkpoint.
+        train_batches: Batches to train on (reshuffled every epoch by the iterable).
+        pass_batch: The forward pass: a batch in, ``{'loss', 'preds', 'target'}`` out.
+        val_batches: Batches to validate on.
+        test_batches: Batches to test on every epoch.
+        callbacks: Hooks, called in order.
+        amp: Mixed precision: ``'bf16'``, ``'fp16'`` or ``None``.
+        grad_clip: Clip the gradient norm to this, if given.
+        metric_fns: Extra evaluation metrics: name -> ``fn(preds, target)``.
+
+    Returns:
+        ``state``, after the last epoch.
+
+    Raises:
+        NonFiniteLossError: If the training or validation loss becomes NaN or infinite.
+    """
+    batch_hooks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
+    try:
+        state.batches = len(train_batches)  # type: ignore[arg-type]
+    except TypeError:
+        state.batches = 0
+    for cb in callbacks:
+        cb.on_fit_start(state)
+    while state.epoch < state.epochs and not state.stop and not state.interrupted:
+        for cb in callbacks:
+            cb.on_epoch_start(state)
+        metrics = train_epoch(
+            state, train_batches, pass_batch, amp=amp, grad_clip=grad_clip,
+            on_batch_end=batch_hooks,
+        )
+        if state.interrupted:
+            # Stopped mid-epoch: the epoch does not count and nothing of it is recorded.
+            break
+        for split, batches in (("val", val_batches), ("test", test_batches)):
+            if batches is not None:
+                metrics.update(
+                    evaluate(
+                        state.model, batches, pass_batch, split=split, device=state.device,
+                        amp=amp, metric_fns=metric_fns,
+                    )
+                )
+        bad = {k: v for k, v in metrics.items() if k.endswith("/loss") and not math.isfinite(v)}
+        if bad:
+            raise NonFiniteLossError(
+                f"the loss became non-finite in epoch {state.epoch + 1} ({bad}); lower the "
+                "learning rate, clip gradients (grad_clip=1.0) or check the data for NaNs"
+            )
+        if state.scheduler is not None:
+            if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                state.scheduler.step(metrics.get("val/loss", metrics["train/loss"]))
+            else:
+                state.scheduler.step()
+        metrics["train/lr"] = float(state.optimizer.param_groups[0]["lr"])
+        state.epoch += 1
+        state.metrics = metrics
+        state.history.append(metrics)
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+    for cb in callbacks:
+        cb.on_fit_end(state)
+    return state
