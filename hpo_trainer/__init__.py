@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
+
+# We use Optuna's heartbeat, retry and metric-name features on purpose; their "experimental"
+# warnings, attributed to our modules, say nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*(is|are) experimental", module=r"hpo_trainer")
 
 from hpo_trainer.callbacks import (
     Callback,

@@ -57,6 +57,7 @@ class PruningCallback(Callback):
     Args:
         trial: An ``optuna.Trial`` (or anything with ``report`` and ``should_prune``).
         metric: The metric to report, e.g. ``"val/loss"``.
+
     """
 
     def __init__(self, trial: Reporter, metric: str = "val/loss") -> None:
@@ -82,6 +83,7 @@ class CheckpointCallback(Callback):
         every: Save after every this many epochs.
         filename: The file name; ``{epoch}`` is filled in (``"last.pt"`` keeps one file).
         extra: Called with the state; its dict is added to each checkpoint.
+
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class TensorBoardCallback(Callback):
         logdir: The run's TensorBoard folder.
         every: Write scalars after every this many epochs.
         hparams: The hyperparameters to record with the final metrics.
+
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class ProgressCallback(Callback):
 
     Args:
         enabled: Show it; by default only when standard error is a terminal.
+
     """
 
     def __init__(self, enabled: bool | None = None) -> None:
@@ -225,10 +229,15 @@ class EarlyStopping(Callback):
         patience: Epochs without improvement to allow.
         mode: ``"min"`` or ``"max"``.
         min_delta: The smallest change that counts as an improvement.
+
     """
 
     def __init__(
-        self, metric: str = "val/loss", *, patience: int = 5, mode: str = "min",
+        self,
+        metric: str = "val/loss",
+        *,
+        patience: int = 5,
+        mode: str = "min",
         min_delta: float = 0.0,
     ) -> None:
         if mode not in ("min", "max"):

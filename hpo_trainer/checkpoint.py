@@ -55,6 +55,7 @@ def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
     Returns:
         The path written.
+
     """
     path = Path(path)
     buffer = io.BytesIO()
@@ -81,6 +82,7 @@ def load(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> dict[str
     Raises:
         CheckpointError: If the file is missing, damaged, or holds anything but tensors and
             plain values.
+
     """
     path = Path(path)
     try:
@@ -116,6 +118,7 @@ def load_latest(paths: list[Path], *, map_location: Any = "cpu") -> dict[str, An
 
     Returns:
         The checkpoint, or ``None`` if none of them can be loaded.
+
     """
     for path in reversed(paths):
         try:
@@ -190,6 +193,7 @@ def restore(state: FitState, ckpt: dict[str, Any]) -> None:
 
     Raises:
         CheckpointError: If the checkpoint does not fit the model or optimizer.
+
     """
     try:
         state.model.load_state_dict(ckpt["model"])

@@ -42,6 +42,7 @@ def in_memory(data: Any) -> Tensors | None:
 
     Raises:
         DataError: If in-memory data has mismatched lengths or is empty.
+
     """
     if isinstance(data, TensorDataset):
         tensors: Tensors = tuple(data.tensors)
@@ -78,6 +79,7 @@ def check_dataset(data: Any, split: str) -> None:
     Raises:
         DataError: If it is neither in-memory data nor a sized dataset whose items are dicts
             or tuples.
+
     """
     if in_memory(data) is not None:
         return
@@ -106,6 +108,7 @@ class TensorBatches:
         shuffle: Shuffle every epoch.
         generator: The generator that draws the permutations (for reproducible runs).
         device: Move the tensors here once, up front, when given.
+
     """
 
     def __init__(
@@ -166,6 +169,7 @@ def make_batches(
 
     Returns:
         An iterable of batches with a length.
+
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -190,6 +194,7 @@ def split_xy(batch: Batch) -> tuple[Any, Any]:
 
     Raises:
         DataError: If the batch has no inputs and targets in either form.
+
     """
     if isinstance(batch, Mapping):
         missing = [k for k in ("x", "y") if k not in batch]

@@ -47,6 +47,7 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 
     Returns:
         A sentence to append to an error message, starting with a space, or ``""``.
+
     """
     close = get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -61,6 +62,7 @@ def raise_all(problems: list[str], error: type[HpoTrainerError] = ConfigError) -
 
     Raises:
         HpoTrainerError: ``error`` with all problems, one per line, if any were found.
+
     """
     if len(problems) == 1:
         raise error(problems[0])

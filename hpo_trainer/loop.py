@@ -73,6 +73,7 @@ class FitState:
         loader_generator: The generator that shuffles the training set.
         scaler: The gradient scaler of float16 mixed precision, if used.
         extra: Free space for callbacks.
+
     """
 
     model: nn.Module
@@ -192,6 +193,7 @@ def train_epoch(
 
     Returns:
         The epoch's mean training metrics (``train/loss``, ``train/acc`` ...).
+
     """
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
     model.train()
@@ -287,6 +289,7 @@ def fit(
 
     Raises:
         NonFiniteLossError: If the training or validation loss becomes NaN or infinite.
+
     """
     batch_hooks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     try:
@@ -299,7 +302,11 @@ def fit(
         for cb in callbacks:
             cb.on_epoch_start(state)
         metrics = train_epoch(
-            state, train_batches, pass_batch, amp=amp, grad_clip=grad_clip,
+            state,
+            train_batches,
+            pass_batch,
+            amp=amp,
+            grad_clip=grad_clip,
             on_batch_end=batch_hooks,
         )
         if state.interrupted:
@@ -309,8 +316,13 @@ def fit(
             if batches is not None:
                 metrics.update(
                     evaluate(
-                        state.model, batches, pass_batch, split=split, device=state.device,
-                        amp=amp, metric_fns=metric_fns,
+                        state.model,
+                        batches,
+                        pass_batch,
+                        split=split,
+                        device=state.device,
+                        amp=amp,
+                        metric_fns=metric_fns,
                     )
                 )
         bad = {k: v for k, v in metrics.items() if k.endswith("/loss") and not math.isfinite(v)}

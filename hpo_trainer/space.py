@@ -52,6 +52,7 @@ class Dimension:
 
         Raises:
             ValueError: If ``stored`` is not a value of this dimension.
+
         """
         raise NotImplementedError
 
@@ -253,6 +254,7 @@ class Hyperparameters:
     Args:
         target: What the names are arguments of: one of ``model``, ``optimizer``,
             ``scheduler``, ``loader``, ``criterion``.
+
     """
 
     def __init__(self, target: str = "optimizer") -> None:
@@ -274,6 +276,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         for name in [names] if isinstance(names, str) else list(names):
             self._entry(name, create=True)
@@ -291,6 +294,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         _check_bounds(low, high, False, None)
         return self._set_dim(name, FloatDim(10.0**low, 10.0**high, log=True), None)
@@ -300,6 +304,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         entry = self._entry(name, create=True)
         entry.value = value
@@ -311,6 +316,7 @@ class Hyperparameters:
 
         Raises:
             SpaceError: If ``name`` is unknown or was never given a range.
+
         """
         entry = self._entry(name)
         if entry.dim is None:
@@ -326,6 +332,7 @@ class Hyperparameters:
 
         Raises:
             SpaceError: If ``name`` is unknown.
+
         """
         self._entry(name).active = False
         return self
@@ -355,6 +362,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         return self._set_dim(name, FloatDim(low, high, log=log, step=step), when)
 
@@ -372,6 +380,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         return self._set_dim(name, IntDim(low, high, log=log, step=step), when)
 
@@ -388,6 +397,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         if isinstance(choices, (str, bytes)) or not isinstance(choices, Iterable):
             raise SpaceError(
@@ -401,6 +411,7 @@ class Hyperparameters:
 
         Returns:
             ``self``, for chaining.
+
         """
         return self.add_categorical(CLASS, choices)
 
@@ -420,9 +431,7 @@ class Hyperparameters:
     def fixed(self) -> dict[str, Any]:
         """The names with a fixed value, with those values."""
         return {
-            n: e.value
-            for n, e in self._entries.items()
-            if not e.active and e.value is not _UNSET
+            n: e.value for n, e in self._entries.items() if not e.active and e.value is not _UNSET
         }
 
     def conditions(self, name: str) -> dict[str, tuple[Any, ...]]:
@@ -434,6 +443,7 @@ class Hyperparameters:
 
         Raises:
             SpaceError: Listing every problem found.
+
         """
         problems = []
         for name, entry in self._entries.items():
@@ -476,6 +486,7 @@ class Hyperparameters:
 
         Returns:
             The values to pass to the target, searched and fixed, by argument name.
+
         """
         self.validate()
         rng = rng or random.Random(seed)
@@ -490,6 +501,7 @@ class Hyperparameters:
 
         Returns:
             The values to pass to the target, by argument name.
+
         """
         self.validate()
         prefix = f"{self.target}." if prefix is None else prefix
@@ -507,6 +519,7 @@ class Hyperparameters:
         Raises:
             SpaceError: Listing every stored value that does not fit the space, every
                 searched name that is missing and every name the space does not know.
+
         """
         self.validate()
         problems: list[str] = []

@@ -46,6 +46,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     Raises:
         ConfigError: If the device name is not valid.
+
     """
     if isinstance(device, torch.device):
         return device
@@ -122,6 +123,7 @@ class Trainer:
         name: The name of this experiment (runs and the default study are named after it).
         quiet: No progress bar, even on a terminal.
         num_workers: ``DataLoader`` worker processes for general (not in-memory) datasets.
+
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
         self.run_dir: Path | None = None
+        self.source: tuple[str, dict[str, Any]] | None = None
 
     # -- the template's setters ----------------------------------------------------------
 
@@ -232,6 +235,7 @@ class Trainer:
 
         Raises:
             ConfigError: If ``target`` or ``hyp`` is not valid.
+
         """
         if target not in TARGETS:
             raise ConfigError(
@@ -257,6 +261,7 @@ class Trainer:
 
         Raises:
             ConfigError: If nothing has been trained yet.
+
         """
         if self.model is None:
             raise ConfigError("no model has been trained yet; call train() first")
@@ -273,6 +278,7 @@ class Trainer:
         Returns:
             ``{'loss': loss, 'preds': preds, 'target': y}``; further scalar entries are
             averaged per epoch into the history.
+
         """
         x, y = data.split_xy(batch)
         x = x.to(self.device, non_blocking=True)
@@ -287,6 +293,7 @@ class Trainer:
 
         Raises:
             ConfigError: Listing every problem found.
+
         """
         problems: list[str] = []
         for target in ("model", "optimizer", "criterion"):
@@ -346,9 +353,7 @@ class Trainer:
                     )
         return problems
 
-    def resolve_params(
-        self, params: Mapping[str, Any] | None = None
-    ) -> dict[str, dict[str, Any]]:
+    def resolve_params(self, params: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Return the values for each target for a run, from ``params`` or the spaces.
 
         Args:
@@ -358,6 +363,7 @@ class Trainer:
 
         Raises:
             ConfigError: If values are missing or do not fit the spaces.
+
         """
         if params is None and self._best is not None:
             return {t: dict(v) for t, v in self._best.items()}
@@ -417,6 +423,7 @@ class Trainer:
 
         Returns:
             The run, ready for :func:`hpo_trainer.loop.fit`.
+
         """
         generator = torch.Generator()
         if seed is not None:
@@ -441,17 +448,29 @@ class Trainer:
             if ds is None:
                 return None
             return data.make_batches(
-                ds, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle
-                else None, num_workers=self.num_workers, device=on_gpu,
+                ds,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                generator=generator if shuffle else None,
+                num_workers=self.num_workers,
+                device=on_gpu,
             )
 
         state = FitState(
-            model=model, optimizer=optimizer, scheduler=scheduler, device=self.device,
-            epochs=epochs, params=self.encode_params(values), loader_generator=generator,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            device=self.device,
+            epochs=epochs,
+            params=self.encode_params(values),
+            loader_generator=generator,
             scaler=scaler,
         )
         self.model, self.criterion, self.optimizer, self.scheduler = (
-            model, criterion, optimizer, scheduler,
+            model,
+            criterion,
+            optimizer,
+            scheduler,
         )
         return Run(
             state=state,
@@ -510,6 +529,7 @@ class Trainer:
 
         Raises:
             ConfigError: If the configuration or an argument is not valid.
+
         """
         problems = []
         for arg, value in (("epochs", epochs), ("update_every", update_every)):
@@ -524,7 +544,9 @@ class Trainer:
             run_dir = self._resume_dir(resume)
             ckpt = checkpoint.load_latest(sorted((run_dir / "checkpoints").glob("epoch-*.pt")))
             if ckpt is None:
-                raise ConfigError(f"no good checkpoint to resume from in {run_dir / 'checkpoints'}")
+                raise ConfigError(
+                    f"no good checkpoint to resume from in {run_dir / 'checkpoints'}"
+                )
             values = self.resolve_params(ckpt["params"]) if self._spaces else {}
             logger.info("resuming %s from epoch %d (%s)", run_dir, ckpt["epoch"], ckpt["path"])
         else:
@@ -534,9 +556,7 @@ class Trainer:
         run = self.build(values, epochs=epochs, seed=self.seed)
         if ckpt is not None:
             checkpoint.restore(run.state, ckpt)
-        hparams = {
-            f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()
-        }
+        hparams = {f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()}
         stock: list[Callback] = [
             CheckpointCallback(run_dir / "checkpoints", every=save_every or epochs),
             TensorBoardCallback(run_dir, every=update_every, hparams=hparams),
@@ -545,8 +565,10 @@ class Trainer:
         started = time.perf_counter()
         self.fit(run, [*stock, *callbacks])
         logger.info(
-            "trained %d epochs in %.1fs into %s", run.state.epoch,
-            time.perf_counter() - started, run_dir,
+            "trained %d epochs in %.1fs into %s",
+            run.state.epoch,
+            time.perf_counter() - started,
+            run_dir,
         )
         return self.history
 
@@ -585,6 +607,7 @@ class Trainer:
 
         Returns:
             The ``optuna.Study``.
+
         """
         from hpo_trainer.search import best_values, search
 
@@ -632,12 +655,14 @@ def _keyword_names(cls: Any, supplied: int) -> list[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     positional = [
-        p for p in params
+        p
+        for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
     taken = {p.name for p in positional[:supplied]}
     return [
-        p.name for p in params
+        p.name
+        for p in params
         if p.name not in taken
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     ]
@@ -655,4 +680,3 @@ def _new_run_dir(runs_dir: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a new run folder in {runs_dir}")
-

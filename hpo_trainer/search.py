@@ -1,0 +1,647 @@
+"""The search: the objective, study create/load, worker processes, the shared budget,
+heartbeats, retries from checkpoints, and cleaning up after trials.
+
+A worker loops: under the budget lock it fails trials whose worker died (they are re-queued
+with the same parameters), counts finished and running trials, and starts a trial only if
+the study's budget has room. A trial suggests every target's parameters, builds a fresh
+model, trains it with :func:`hpo_trainer.loop.fit`, reports the monitored metric every
+epoch (pruning enters as a callback), checkpoints every epoch, and ends COMPLETE, PRUNED or
+FAIL with the reason recorded.
+
+The value of a completed trial is the **best** epoch's value of the monitored metric (the
+lowest validation loss by default), with that epoch recorded as ``best_epoch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import pickle
+import platform
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from hpo_trainer import checkpoint
+from hpo_trainer.callbacks import CheckpointCallback, PruningCallback, TensorBoardCallback
+from hpo_trainer.errors import (
+    CheckpointError,
+    ConfigError,
+    HpoTrainerError,
+    NonFiniteLossError,
+    raise_all,
+)
+from hpo_trainer.storage import budget_lock, default_url, open_storage, parse_url
+from hpo_trainer.strategies import check_pruner, check_sampler, make_pruner, make_sampler
+
+if TYPE_CHECKING:
+    from hpo_trainer.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+_DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+_POLL_SECONDS = 0.5
+_SEED_STRIDE = 100_003
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a worker needs besides the trainer (picklable, sent to worker processes).
+
+    Attributes:
+        study_name: The study's name.
+        storage: The storage URL.
+        epochs: Epochs per trial.
+        n_trials: Finished (complete or pruned) trials the study should reach in total.
+        metric: The metric reported and optimised.
+        direction: ``minimize`` or ``maximize``.
+        sampler: A sampler name or object.
+        pruner: A pruner name or object.
+        seed: The base seed (worker ``i`` samples with ``seed + i * stride``).
+        timeout: Seconds after which a worker starts no new trial.
+        max_failures: Failed trials (exceptions in user code) after which workers stop.
+        keep_checkpoints: Checkpoints of this many best trials are kept; others are removed.
+        runs_dir: Where trial folders go: ``runs_dir/<study>/trial-<n>/``.
+        heartbeat_interval: Seconds between heartbeats of a running trial.
+        grace_period: Seconds without a heartbeat before a trial counts as dead.
+
+    """
+
+    study_name: str
+    storage: str
+    epochs: int
+    n_trials: int
+    metric: str = "val/loss"
+    direction: str = "minimize"
+    sampler: Any = "tpe"
+    pruner: Any = "median"
+    seed: int | None = None
+    timeout: float | None = None
+    max_failures: int = 10
+    keep_checkpoints: int = 3
+    runs_dir: str = "runs"
+    heartbeat_interval: int = 5
+    grace_period: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerReport:
+    """What one worker did."""
+
+    worker: int
+    trials: int = 0
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    epochs: int = 0
+
+
+def available_metrics(trainer: Trainer) -> list[str]:
+    """Return the metrics the loop produces for ``trainer`` (accuracy for classification)."""
+    names = ["train/loss", "train/acc"]
+    if trainer.val_data is not None:
+        names += ["val/loss", "val/acc"] + [f"val/{m}" for m in trainer._metric_fns]
+    return names
+
+
+def make_config(
+    trainer: Trainer,
+    *,
+    epochs: int,
+    n_trials: int,
+    study_name: str | None = None,
+    storage: str | None = None,
+    sampler: Any = "tpe",
+    pruner: Any = "median",
+    seed: int | None = None,
+    timeout: float | None = None,
+    direction: str | None = None,
+    metric: str = "val/loss",
+    max_failures: int | None = None,
+    keep_checkpoints: int = 3,
+    heartbeat_interval: int = 5,
+    grace_period: int | None = None,
+) -> SearchConfig:
+    """Check the search options together and return the worker configuration.
+
+    Raises:
+        ConfigError: Listing every bad option.
+
+    """
+    problems: list[str] = []
+    for arg, value in (("epochs", epochs), ("iters (n_trials)", n_trials)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{arg} must be an integer >= 1, got {value!r}")
+    for check in (lambda: check_sampler(sampler), lambda: check_pruner(pruner)):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    metrics = available_metrics(trainer)
+    if metric not in metrics:
+        problems.append(
+            f"metric {metric!r} is not produced by the training loop; choose one of "
+            f"{', '.join(metrics)}"
+        )
+    if direction is None:
+        direction = "maximize" if metric.endswith("/acc") else "minimize"
+    if direction not in ("minimize", "maximize"):
+        problems.append(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    if timeout is not None and not timeout > 0:
+        problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
+    storage = storage or default_url(trainer.runs_dir)
+    try:
+        parse_url(storage)
+    except HpoTrainerError as exc:
+        problems.append(str(exc))
+    if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
+        problems.append(f"study_name must be a non-empty string, got {study_name!r}")
+    raise_all(problems)
+    trainer.check()
+    return SearchConfig(
+        study_name=study_name or trainer.name,
+        storage=storage,
+        epochs=epochs,
+        n_trials=n_trials,
+        metric=metric,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        timeout=timeout,
+        max_failures=max_failures if max_failures is not None else max(10, n_trials // 4),
+        keep_checkpoints=keep_checkpoints,
+        runs_dir=str(trainer.runs_dir),
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period or 4 * heartbeat_interval,
+    )
+
+
+def _storage(cfg: SearchConfig) -> optuna.storages.BaseStorage:
+    return open_storage(
+        cfg.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period
+    )
+
+
+def create_study(cfg: SearchConfig) -> optuna.Study:
+    """Create the study, or load it if it exists (checking that its direction matches).
+
+    Raises:
+        ConfigError: If an existing study of that name optimises the other direction.
+
+    """
+    storage = _storage(cfg)
+    study = optuna.create_study(
+        study_name=cfg.study_name, storage=storage, direction=cfg.direction, load_if_exists=True
+    )
+    existing = study.direction.name.lower()
+    if existing != cfg.direction:
+        raise ConfigError(
+            f"study {cfg.study_name!r} already exists and {existing}s; search it with "
+            f"direction={existing!r}, or use another study_name"
+        )
+    if study.metric_names is None:
+        study.set_metric_names([cfg.metric])
+    if "hpo:epochs" not in study.user_attrs:
+        study.set_user_attr("hpo:epochs", cfg.epochs)
+        study.set_user_attr("hpo:metric", cfg.metric)
+    return study
+
+
+def search(
+    trainer: Trainer, *, epochs: int, n_trials: int, n_workers: int = 1, **options: Any
+) -> optuna.Study:
+    """Run (or continue) a search until the study has ``n_trials`` finished trials.
+
+    Args:
+        trainer: The configured trainer.
+        epochs: Epochs per trial.
+        n_trials: Finished trials the study should have in total, across all workers and
+            all runs of this search (a re-run continues to this total).
+        n_workers: Local worker processes (spawned); 1 runs in this process.
+        **options: See :func:`make_config`.
+
+    Returns:
+        The study.
+
+    Raises:
+        ConfigError: If an option is invalid.
+
+    """
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ConfigError(f"n_workers must be an integer >= 1, got {n_workers!r}")
+    cfg = make_config(trainer, epochs=epochs, n_trials=n_trials, **options)
+    study = create_study(cfg)
+    if n_workers == 1:
+        run_worker(trainer, cfg, worker=0)
+    else:
+        run_workers(trainer, cfg, n_workers=n_workers)
+    return optuna.load_study(study_name=study.study_name, storage=_storage(cfg))
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def _visible_gpus() -> list[str]:
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) -> dict[str, str]:
+    """Return the environment a worker process gets: its torch threads and its GPU.
+
+    Args:
+        worker: The worker's index.
+        n_workers: How many workers share the machine.
+        devices: GPU ids to spread workers over (default: the visible GPUs).
+
+    """
+    threads = max(1, _cores() // n_workers)
+    env = {"OMP_NUM_THREADS": str(threads), "HPO_TRAINER_THREADS": str(threads)}
+    devices = _visible_gpus() if devices is None else devices
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
+    return env
+
+
+def _worker_main(payload: bytes, cfg: SearchConfig, worker: int) -> None:
+    threads = int(os.environ.get("HPO_TRAINER_THREADS", "0"))
+    if threads:
+        torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trainer = load_trainer(payload)
+    try:
+        run_worker(trainer, cfg, worker=worker)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def trainer_payload(trainer: Trainer) -> bytes:
+    """Return how a worker process rebuilds ``trainer``: its study file, or the trainer pickled.
+
+    Raises:
+        ConfigError: If the trainer cannot be pickled and came from no study file.
+
+    """
+    source = getattr(trainer, "source", None)
+    if source is not None:
+        return pickle.dumps(("file", source))
+    try:
+        return pickle.dumps(("pickle", pickle.dumps(trainer)))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            f"n_workers > 1 needs a trainer that can be sent to worker processes, but it "
+            f"cannot be pickled ({exc}); define models, datasets and metrics at module level "
+            "(not in a function or lambda), or use a study file with `hpo-trainer search`"
+        ) from exc
+
+
+def load_trainer(payload: bytes) -> Trainer:
+    """Rebuild a trainer from :func:`trainer_payload`."""
+    kind, value = pickle.loads(payload)
+    if kind == "file":
+        from hpo_trainer.studyfile import load_trainer_from_file
+
+        path, options = value
+        return load_trainer_from_file(path, **options)
+    return pickle.loads(value)
+
+
+def run_workers(
+    trainer: Trainer, cfg: SearchConfig, *, n_workers: int, devices: list[str] | None = None
+) -> list[int]:
+    """Start ``n_workers`` spawned worker processes on the study and wait for them.
+
+    Returns:
+        The workers' exit codes.
+
+    """
+    payload = trainer_payload(trainer)
+    ctx = mp.get_context("spawn")
+    procs = []
+    saved = dict(os.environ)
+    try:
+        for i in range(n_workers):
+            # A spawned child copies this process's environment when it starts.
+            os.environ.update(worker_env(i, n_workers, devices))
+            proc = ctx.Process(target=_worker_main, args=(payload, cfg, i), name=f"worker-{i}")
+            proc.start()
+            procs.append(proc)
+            os.environ.clear()
+            os.environ.update(saved)
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=30)
+        raise
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
+    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+    if bad:
+        logger.warning("workers exited with errors: %s", bad)
+    return codes
+
+
+# -- one worker ----------------------------------------------------------------------------
+
+
+class _Heartbeat:
+    """Records a running trial's heartbeat every ``interval`` seconds, in a thread."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if isinstance(self._storage, optuna.storages.RDBStorage):
+            self._storage.record_heartbeat(self._trial_id)
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # a missed beat is not worth killing the trial
+                logger.warning("heartbeat failed: %s", exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _failures(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Failed trials caused by the trial itself (not by a dead worker, which is retried)."""
+    return sum(1 for t in trials if t.state == TrialState.FAIL and "failure" in t.user_attrs)
+
+
+def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> WorkerReport:
+    """Run trials on the study until its budget is reached (or the timeout passes).
+
+    Args:
+        trainer: The configured trainer.
+        cfg: The search configuration.
+        worker: This worker's index (it offsets the sampler's seed).
+
+    Returns:
+        What this worker did.
+
+    """
+    storage = _storage(cfg)
+    seed = None if cfg.seed is None else cfg.seed + worker * _SEED_STRIDE
+    study = optuna.load_study(
+        study_name=cfg.study_name,
+        storage=storage,
+        sampler=make_sampler(cfg.sampler, seed=seed, spaces=trainer.spaces),
+        pruner=make_pruner(cfg.pruner, epochs=cfg.epochs),
+    )
+    lock = budget_lock(cfg.storage, storage, cfg.study_name)
+    report = WorkerReport(worker)
+    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+    while deadline is None or time.monotonic() < deadline:
+        with lock:
+            if isinstance(storage, optuna.storages.RDBStorage):
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(1 for t in trials if t.state in _DONE)
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            if done >= cfg.n_trials:
+                break
+            if _failures(trials) >= cfg.max_failures:
+                logger.error(
+                    "stopping: %d trials failed (max_failures=%d); see their 'failure' attribute",
+                    _failures(trials),
+                    cfg.max_failures,
+                )
+                break
+            trial = _ask(study) if done + running < cfg.n_trials else None
+        if trial is None:
+            # The rest of the budget is running in other workers; one of them may die and
+            # leave its trial to be retried, so wait rather than exit.
+            time.sleep(_POLL_SECONDS)
+            continue
+        state, epochs = run_trial(trainer, study, trial, cfg, worker=worker)
+        report.trials += 1
+        report.epochs += epochs
+        if state == TrialState.COMPLETE:
+            report.complete += 1
+        elif state == TrialState.PRUNED:
+            report.pruned += 1
+        else:
+            report.failed += 1
+    return report
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():
+        # We run the heartbeat ourselves (see _Heartbeat), which Optuna cannot know.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
+
+
+def trial_dir(cfg: SearchConfig, number: int) -> Path:
+    """Return the folder of trial ``number``: checkpoint and TensorBoard run."""
+    return Path(cfg.runs_dir) / cfg.study_name / f"trial-{number}"
+
+
+def _root_number(trial: optuna.Trial) -> int:
+    """The number of the first attempt of this trial (itself unless it is a retry)."""
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    root = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+    return trial.number if root is None else int(root)
+
+
+def _best(history: Mapping[str, list[float]], metric: str, direction: str) -> tuple[float, int]:
+    values = history[metric]
+    pick = min if direction == "minimize" else max
+    best = pick(range(len(values)), key=lambda i: values[i])
+    return values[best], best + 1
+
+
+def run_trial(
+    trainer: Trainer,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    cfg: SearchConfig,
+    *,
+    worker: int = 0,
+) -> tuple[TrialState, int]:
+    """Train one trial and tell the study how it ended.
+
+    Returns:
+        The trial's final state and the epochs trained in this attempt.
+
+    """
+    started = time.perf_counter()
+    root = _root_number(trial)
+    folder = trial_dir(cfg, root)
+    ckpt_path = folder / "last.pt"
+    attrs: dict[str, Any] = {
+        "worker": worker,
+        "device": str(trainer.device),
+        "host": platform.node(),
+    }
+    if root != trial.number:
+        attrs["retry_of"] = root
+    state = TrialState.FAIL
+    value = None
+    run = None
+    resumed = 0
+    try:
+        values = {t: space.suggest(trial) for t, space in trainer.spaces.items()}
+        run, resumed = _prepare(trainer, values, cfg, root, ckpt_path, attrs)
+        hparams = {f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()}
+        board = TensorBoardCallback(folder, hparams=hparams)
+        callbacks = [
+            PruningCallback(trial, cfg.metric),
+            CheckpointCallback(folder, every=1, filename="last.pt"),
+            board,
+        ]
+        with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
+            try:
+                trainer.fit(run, callbacks)
+            finally:
+                board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
+        value, best_epoch = _best(run.state.history, cfg.metric, cfg.direction)
+        attrs["best_epoch"] = best_epoch
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned as exc:
+        attrs["pruned"] = str(exc) or "pruned"
+        state = TrialState.PRUNED
+    except NonFiniteLossError as exc:
+        attrs["pruned"] = f"non-finite loss: {exc}"
+        state = TrialState.PRUNED
+    except torch.OutOfMemoryError as exc:
+        attrs["failure"] = f"out of memory: {str(exc).splitlines()[0]}"
+    except Exception as exc:
+        attrs["failure"] = f"{type(exc).__name__}: {exc}"
+        attrs["traceback"] = traceback.format_exc()[-8000:]
+    epochs_done = run.state.epoch if run is not None else 0
+    attrs["epochs"] = epochs_done
+    attrs["wall_time"] = round(time.perf_counter() - started, 3)
+    attrs["checkpoint"] = str(ckpt_path)
+    for key, val in attrs.items():
+        trial.set_user_attr(key, val)
+    if state == TrialState.COMPLETE and value is not None and math.isfinite(value):
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state if state != TrialState.COMPLETE else TrialState.FAIL)
+    logger.info(
+        "trial %d %s after %d epochs%s",
+        trial.number,
+        state.name.lower(),
+        epochs_done,
+        f": {cfg.metric}={value:.5g}"
+        if value is not None
+        else f" ({attrs.get('pruned') or attrs.get('failure')})",
+    )
+    _cleanup_checkpoints(study, cfg)
+    return state, epochs_done - resumed
+
+
+def _prepare(
+    trainer: Trainer,
+    values: dict[str, dict[str, Any]],
+    cfg: SearchConfig,
+    root: int,
+    ckpt_path: Path,
+    attrs: dict[str, Any],
+) -> tuple[Any, int]:
+    """Build the trial's run; resume it from the first attempt's checkpoint if there is one."""
+    seed = (cfg.seed or 0) + root
+    run = trainer.build(values, epochs=cfg.epochs, seed=seed, with_test=False)
+    if not ckpt_path.exists():
+        return run, 0
+    try:
+        checkpoint.restore(run.state, checkpoint.load(ckpt_path))
+    except CheckpointError as exc:
+        logger.warning("trial %d starts over: %s", root, exc)
+        return trainer.build(values, epochs=cfg.epochs, seed=seed, with_test=False), 0
+    attrs["resumed_from_epoch"] = run.state.epoch
+    logger.info("trial %d resumes from its checkpoint at epoch %d", root, run.state.epoch)
+    return run, run.state.epoch
+
+
+def _cleanup_checkpoints(study: optuna.Study, cfg: SearchConfig) -> None:
+    """Remove checkpoints of finished trials, except the ``keep_checkpoints`` best ones."""
+    trials = study.get_trials(deepcopy=False, states=(*_DONE, TrialState.FAIL))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete.sort(key=lambda t: t.value, reverse=cfg.direction == "maximize")
+    keep = {t.user_attrs.get("retry_of", t.number) for t in complete[: cfg.keep_checkpoints]}
+    for t in trials:
+        number = t.user_attrs.get("retry_of", t.number)
+        if number in keep or (t.state == TrialState.FAIL and "failure" not in t.user_attrs):
+            continue  # a dead worker's trial keeps its checkpoint for the retry
+        path = trial_dir(cfg, number) / "last.pt"
+        if path.exists():
+            checkpoint.remove(path)
+
+
+def best_values(trainer: Trainer, study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Return the best trial's values for each target, ready for :meth:`Trainer.train`.
+
+    Raises:
+        ConfigError: If the study has no completed trial.
+
+    """
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise ConfigError(
+            f"study {study.study_name!r} has no completed trial yet; run the search first"
+        ) from None
+    return trainer.resolve_params(best.params)
+
+
+def reseeded(cfg: SearchConfig, **changes: Any) -> SearchConfig:
+    """Return a copy of ``cfg`` with ``changes`` (a convenience for tests and the CLI)."""
+    return replace(cfg, **changes)
+
+
+__all__ = [
+    "SearchConfig",
+    "WorkerReport",
+    "available_metrics",
+    "best_values",
+    "create_study",
+    "make_config",
+    "run_trial",
+    "run_worker",
+    "run_workers",
+    "search",
+    "trial_dir",
+    "worker_env",
+]

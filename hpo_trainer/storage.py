@@ -1,0 +1,299 @@
+"""Storage URLs to Optuna storages, and the lock that keeps a shared trial budget exact.
+
+One URL names a study's home everywhere:
+
+* ``sqlite:///path/to/studies.db``: the embedded default, tuned for many local workers
+  (WAL journal, ``synchronous=NORMAL``, a long busy timeout, and ``BEGIN IMMEDIATE`` so that
+  a transaction never fails halfway with "database is locked" when another worker wrote
+  first).
+* ``postgresql+psycopg://user:password@host/db``: workers on several machines.
+* ``journal:path/to/study.log`` or a path ending in ``.log`` / ``.jsonl``: Optuna's journal
+  file, for fast local runs of many tiny trials; ``redis://host:port`` for a journal in Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from hpo_trainer.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+#: Heartbeat settings: a trial whose worker has not beaten for ``grace`` seconds is failed
+#: and retried.
+DEFAULT_HEARTBEAT = 5
+DEFAULT_GRACE = 20
+DEFAULT_MAX_RETRY = 3
+
+_FORMS = (
+    "sqlite:///path/to/studies.db, postgresql+psycopg://user@host/db, "
+    "journal:path/to/study.log (or a path ending in .log), redis://host:6379"
+)
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", str(url))
+
+
+def default_url(runs_dir: str | os.PathLike[str]) -> str:
+    """Return the default storage: a SQLite file in ``runs_dir``."""
+    return f"sqlite:///{Path(runs_dir) / 'studies.db'}"
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A parsed storage URL.
+
+    Attributes:
+        url: The URL as given (normalised for journal paths).
+        kind: ``sqlite``, ``postgresql``, ``rdb`` (another SQLAlchemy database), ``journal``
+            or ``redis``.
+        path: The file of a SQLite or journal storage.
+
+    """
+
+    url: str
+    kind: str
+    path: Path | None = None
+
+
+def parse_url(url: str) -> StorageSpec:
+    """Parse and check a storage URL.
+
+    Raises:
+        StorageError: If the URL is not one of the supported forms.
+
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise StorageError(f"a storage URL must be a non-empty string, got {url!r}; use {_FORMS}")
+    if url.startswith("journal:"):
+        return StorageSpec(url, "journal", Path(url[len("journal:") :]))
+    if url.endswith((".log", ".jsonl")) and "://" not in url:
+        return StorageSpec(f"journal:{url}", "journal", Path(url))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return StorageSpec(url, "redis")
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path or path == ":memory:":
+            raise StorageError(
+                f"{url!r} is not shared between workers; give a file, e.g. "
+                "sqlite:///runs/studies.db"
+            )
+        return StorageSpec(url, "sqlite", Path(path))
+    if url.startswith("sqlite:"):
+        raise StorageError(
+            f"invalid SQLite URL {url!r}: it needs three slashes and a file, e.g. "
+            "sqlite:///runs/studies.db (relative) or sqlite:////abs/path.db"
+        )
+    match = re.match(r"^([a-z0-9]+)(\+[a-z0-9_]+)?://", url)
+    if match is None:
+        hint = (
+            " (an existing path? SQLite URLs look like sqlite:///" + url + ")"
+            if (url.endswith((".db", ".sqlite", ".sqlite3")))
+            else ""
+        )
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}{hint}; use {_FORMS}")
+    dialect = match.group(1)
+    if dialect in ("postgresql", "postgres"):
+        return StorageSpec(url, "postgresql")
+    if dialect in ("mysql", "mariadb"):
+        return StorageSpec(url, "rdb")
+    raise StorageError(f"unsupported storage {dialect!r} in {mask_url(url)!r}; use {_FORMS}")
+
+
+def _tune_sqlite(storage: RDBStorage) -> None:
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below open transactions instead of pysqlite.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=120000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Take the write lock up front: a deferred transaction that reads, then finds that
+        # another worker wrote in between, fails at once with "database is locked".
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made while Optuna set up its tables lack the settings
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT,
+    grace_period: int | None = DEFAULT_GRACE,
+    max_retry: int = DEFAULT_MAX_RETRY,
+) -> BaseStorage:
+    """Open the Optuna storage named by ``url``.
+
+    Args:
+        url: A storage URL (see the module docs).
+        heartbeat_interval: Seconds between a running trial's heartbeats (databases only).
+        grace_period: Seconds without a heartbeat after which a trial is failed.
+        max_retry: How often a failed-by-heartbeat trial is re-queued with its params.
+
+    Returns:
+        The storage.
+
+    Raises:
+        StorageError: If the URL is invalid or the storage cannot be reached.
+
+    """
+    spec = parse_url(url)
+    if spec.kind == "journal":
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        assert spec.path is not None
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(spec.path)))
+    if spec.kind == "redis":
+        from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+        try:
+            return JournalStorage(JournalRedisBackend(spec.url))
+        except ImportError as exc:
+            raise StorageError(
+                f"{spec.url} needs the redis package: pip install redis ({exc})"
+            ) from exc
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+    engine_kwargs: dict[str, Any] = {}
+    if spec.kind == "sqlite":
+        assert spec.path is not None
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL is a property of the file; set it before anything else opens it.
+        with contextlib.closing(sqlite3.connect(spec.path, timeout=120)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(
+                spec.url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry if heartbeat_interval else None,
+            )
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"the driver for {mask_url(spec.url)} is not installed ({exc.name}); for "
+            "PostgreSQL: pip install 'hpo-trainer[postgres]' and use postgresql+psycopg://"
+        ) from None
+    except Exception as exc:  # SQLAlchemy raises many kinds for an unreachable database
+        raise StorageError(
+            f"cannot open the storage {mask_url(spec.url)}: {_first_line(exc)}. Check that "
+            "the server is running and the host, port, user and database are right"
+        ) from None
+    if spec.kind == "sqlite":
+        _tune_sqlite(storage)
+    return storage
+
+
+def _first_line(exc: BaseException) -> str:
+    text = mask_url(str(exc)).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _NullLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _FileLock:
+    """An exclusive lock on a file beside the storage, held across processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._local = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._local.acquire()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        self._local.release()
+
+
+class _AdvisoryLock:
+    """A PostgreSQL advisory lock: one key per study, held by one session at a time."""
+
+    def __init__(self, storage: BaseStorage, key: str) -> None:
+        self.engine = getattr(storage, "engine", None)
+        self.key = key
+        self._conn: Any = None
+
+    def __enter__(self) -> None:
+        from sqlalchemy import text
+
+        self._conn = self.engine.connect()
+        self._conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": self.key})
+
+    def __exit__(self, *exc: object) -> None:
+        from sqlalchemy import text
+
+        try:
+            self._conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": self.key})
+        finally:
+            self._conn.close()
+            self._conn = None
+
+
+def budget_lock(url: str, storage: BaseStorage, study_name: str) -> Any:
+    """Return a lock that serialises "count the trials, then start one" across workers.
+
+    Holding it while counting and asking makes a shared budget exact: two workers can
+    never both see room for the last trial.
+    """
+    spec = parse_url(url)
+    if spec.kind in ("sqlite", "journal") and spec.path is not None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
+        return _FileLock(spec.path.with_name(f"{spec.path.name}.{safe}.lock"))
+    if spec.kind == "postgresql" and getattr(storage, "engine", None) is not None:
+        return _AdvisoryLock(storage, f"hpo-trainer:{study_name}")
+    return _NullLock()
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's own per-trial log lines (hpo-trainer logs its own)."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)

@@ -1,0 +1,121 @@
+"""Samplers and pruners by name: how a search picks parameters and stops bad trials early."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpo_trainer.errors import ConfigError, did_you_mean
+from hpo_trainer.space import CategoricalDim, FloatDim, Hyperparameters, IntDim
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
+PRUNERS = ("median", "percentile", "halving", "hyperband", "patient", "none")
+
+
+def check_sampler(sampler: Any) -> None:
+    """Raise a :class:`ConfigError` if ``sampler`` is neither a known name nor a sampler."""
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return
+    if sampler not in SAMPLERS:
+        raise ConfigError(
+            f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)} or pass an "
+            "optuna.samplers object." + did_you_mean(str(sampler), SAMPLERS)
+        )
+
+
+def check_pruner(pruner: Any) -> None:
+    """Raise a :class:`ConfigError` if ``pruner`` is neither a known name nor a pruner."""
+    if pruner is None or isinstance(pruner, optuna.pruners.BasePruner):
+        return
+    if pruner not in PRUNERS:
+        raise ConfigError(
+            f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)} or pass an "
+            "optuna.pruners object." + did_you_mean(str(pruner), PRUNERS)
+        )
+
+
+def grid_space(spaces: Mapping[str, Hyperparameters]) -> dict[str, list[Any]]:
+    """Return the grid of every searched parameter, by Optuna name.
+
+    Raises:
+        ConfigError: If a parameter is a continuous float or depends on a condition.
+
+    """
+    grid: dict[str, list[Any]] = {}
+    for target, hyp in spaces.items():
+        for name, dim in hyp.searched.items():
+            key = f"{target}.{name}"
+            if hyp.conditions(name):
+                raise ConfigError(f"the grid sampler cannot search conditional {key!r}")
+            if isinstance(dim, CategoricalDim):
+                grid[key] = list(dim.labels)
+            elif isinstance(dim, IntDim) and not dim.log:
+                grid[key] = list(range(dim.low, dim.high + 1, dim.step))
+            elif isinstance(dim, FloatDim) and dim.step is not None:
+                n = int(np.floor((dim.high - dim.low) / dim.step + 1e-9))
+                grid[key] = [dim.low + i * dim.step for i in range(n + 1)]
+            else:
+                raise ConfigError(
+                    f"the grid sampler needs categorical, integer or stepped parameters, but "
+                    f"{key!r} is {dim}; give it a step or use another sampler (tpe, qmc)"
+                )
+    return grid
+
+
+def make_sampler(
+    sampler: Any, *, seed: int | None, spaces: Mapping[str, Hyperparameters]
+) -> optuna.samplers.BaseSampler:
+    """Build a sampler from its name (or return a sampler object as it is).
+
+    TPE is multivariate and grouped (so conditional parameters work) and uses the constant
+    liar, so that parallel workers do not draw near-duplicates of each other's running
+    trials.
+    """
+    check_sampler(sampler)
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return sampler
+    if sampler == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True
+            )
+    if sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.GridSampler(grid_space(spaces), seed=seed)
+
+
+def make_pruner(pruner: Any, *, epochs: int) -> optuna.pruners.BasePruner:
+    """Build a pruner from its name (or return a pruner object as it is).
+
+    ``median`` and ``percentile`` wait for 5 finished trials and 1 epoch; ``halving`` and
+    ``hyperband`` use the epoch budget as their resource; ``patient`` wraps the median
+    pruner and only prunes a trial that has not improved for 2 epochs.
+    """
+    check_pruner(pruner)
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    warmup = min(1, max(0, epochs - 1))
+    if pruner in (None, "none"):
+        return optuna.pruners.NopPruner()
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if pruner == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
+    if pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.PatientPruner(
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup), patience=2
+    )
