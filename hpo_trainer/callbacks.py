@@ -99,10 +99,16 @@ class CheckpointCallback(Callback):
         self.filename = filename
         self.extra = extra
         self.last_path: Path | None = None
+        self._saved = -1
 
     def on_epoch_end(self, state: FitState) -> None:
         """Save when the epoch is due."""
         if state.epoch % self.every == 0 or state.epoch >= state.epochs or state.stop:
+            self.save(state)
+
+    def on_fit_end(self, state: FitState) -> None:
+        """Save the last completed epoch if a later callback stopped the run early."""
+        if state.epoch > 0 and self._saved != state.epoch:
             self.save(state)
 
     def save(self, state: FitState) -> Path:
@@ -112,6 +118,7 @@ class CheckpointCallback(Callback):
             ckpt.update(self.extra(state))
         path = self.directory / self.filename.format(epoch=state.epoch)
         self.last_path = checkpoint.save(ckpt, path)
+        self._saved = state.epoch
         return self.last_path
 
 

@@ -117,9 +117,9 @@ class IntDim(Dimension):
                     f"an int range needs integer bounds and step, got {bound!r}; "
                     "use add_float for real numbers"
                 )
-        _check_bounds(self.low, self.high, self.log, self.step)
         if self.log and self.step != 1:
             raise SpaceError(f"a log int range must have step 1, got step={self.step}")
+        _check_bounds(self.low, self.high, self.log, None if self.log else self.step)
 
     def sample(self, rng: random.Random) -> int:
         """Draw a value at random."""

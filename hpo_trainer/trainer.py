@@ -27,7 +27,7 @@ from hpo_trainer.callbacks import (
     ProgressCallback,
     TensorBoardCallback,
 )
-from hpo_trainer.errors import ConfigError, HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.errors import ConfigError, DataError, HpoTrainerError, did_you_mean, raise_all
 from hpo_trainer.loop import FitState, History, MetricFn, fit
 from hpo_trainer.space import CLASS, TARGETS, CategoricalDim, Hyperparameters
 
@@ -150,6 +150,7 @@ class Trainer:
                 data.check_dataset(ds, split)
             except HpoTrainerError as exc:
                 problems.append(str(exc))
+        raise_all(problems, DataError)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
         if grad_clip is not None and not grad_clip > 0:

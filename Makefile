@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUNS ?= runs
+
+.PHONY: install demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default: search the digits study with 2 workers, show
+## its status, export the best params, and train on them.
+demo: $(STAMP)
+	$(BIN)/hpo-trainer search studies/digits_mlp.py --workers 2 --runs-dir $(RUNS)
+	$(BIN)/hpo-trainer status --runs-dir $(RUNS)
+	$(BIN)/hpo-trainer export --runs-dir $(RUNS) --out $(RUNS)/best.json
+	$(BIN)/hpo-trainer train studies/digits_mlp.py --params $(RUNS)/best.json --runs-dir $(RUNS)
+	@echo
+	@echo "Browse the study:   $(BIN)/hpo-trainer dashboard --runs-dir $(RUNS)"
+	@echo "Curves:             $(BIN)/tensorboard --logdir $(RUNS)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check hpo_trainer studies tests benchmarks
+	$(BIN)/ruff format --check hpo_trainer studies tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format hpo_trainer studies tests benchmarks
+	$(BIN)/ruff check --fix hpo_trainer studies tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_loop.py
+	$(BIN)/python benchmarks/bench_search.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,53 @@
+import pathlib
+import os
+
+import pytest
+import torch
+
+from hpo_trainer import CheckpointError, checkpoint
+
+
+def test_round_trip_with_recorded_size_and_checksum(tmp_path):
+    path = checkpoint.save({"w": torch.arange(4), "epoch": 3, "params": {"lr": 0.1}},
+                           tmp_path / "c.pt")
+    meta = path.with_name("c.pt.meta.json")
+    assert meta.exists() and '"sha256"' in meta.read_text()
+    loaded = checkpoint.load(path)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["w"], torch.arange(4))
+
+
+def test_truncated_or_corrupted_checkpoint_is_detected(tmp_path):
+    path = checkpoint.save({"w": torch.zeros(100)}, tmp_path / "c.pt")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        checkpoint.load(path)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": pathlib.PurePosixPath("x")}, path)  # not a tensor or plain value
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        checkpoint.load(path)
+
+
+def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = checkpoint.save({"epoch": 1}, tmp_path / "c.pt")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_load_latest_falls_back_to_the_previous_good_one(tmp_path):
+    a = checkpoint.save({"epoch": 1}, tmp_path / "epoch-0001.pt")
+    b = checkpoint.save({"epoch": 2}, tmp_path / "epoch-0002.pt")
+    b.write_bytes(b.read_bytes()[:10])
+    assert checkpoint.load_latest([a, b])["epoch"] == 1
