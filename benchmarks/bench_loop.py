@@ -286,10 +286,13 @@ def bench_loop(cfg: Config, runs_dir: Path) -> float:
     train_ratio = statistics.median(times["Trainer.train (ckpt + TensorBoard)"]) / hand
     # Paired ratios (same round) are less sensitive to drift than the ratio of medians.
     paired = statistics.median(
-        f / h for f, h in zip(times["Trainer.build + fit (no callbacks)"], times["hand-written loop"])
+        f / h
+        for f, h in zip(times["Trainer.build + fit (no callbacks)"], times["hand-written loop"])
     )
     print(f"  build+fit / hand-written: {ratio:.3f} (median of per-round ratios {paired:.3f})")
-    print(f"  train()   / hand-written: {train_ratio:.3f} (includes run folder, ckpt, TensorBoard)")
+    print(
+        f"  train()   / hand-written: {train_ratio:.3f} (includes run folder, ckpt, TensorBoard)"
+    )
     return ratio
 
 

@@ -237,3 +237,19 @@ __all__ = [
     "make_batches",
     "split_xy",
 ]
+
+
+def merge(first: Any, second: Any) -> Any:
+    """Return one dataset holding ``first`` then ``second`` (e.g. train + val for a final run).
+
+    In-memory data stays in memory (and on the fast path); other datasets are concatenated.
+    """
+    a, b = in_memory(first), in_memory(second)
+    if a is not None and b is not None and type(a) is type(b):
+        if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            return {k: torch.cat([a[k], b[k]]) for k in a}
+        if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+            return tuple(torch.cat([x, y]) for x, y in zip(a, b))
+    from torch.utils.data import ConcatDataset
+
+    return ConcatDataset([first, second])

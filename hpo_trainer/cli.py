@@ -1,0 +1,374 @@
+"""The ``hpo-trainer`` command: argument parsing and printing only.
+
+Exit codes: 0 success, 1 an error (one paragraph on stderr, a traceback only with
+``--debug``), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hpo_trainer.errors import ConfigError, HpoTrainerError
+
+logger = logging.getLogger(__name__)
+
+_EXAMPLES = {
+    "search": "hpo-trainer search studies/digits_mlp.py --trials 40 --epochs 20 --workers 2",
+    "status": "hpo-trainer status --study-name digits_mlp --json",
+    "export": "hpo-trainer export --study-name digits_mlp --out best.json",
+    "train": "hpo-trainer train studies/digits_mlp.py --params best.json --epochs 30",
+    "dashboard": "hpo-trainer dashboard --port 8080",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="study storage URL (default: sqlite:///RUNS_DIR/studies.db)")
+    p.add_argument("--runs-dir", default="runs", help="folder for runs and the default storage")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from hpo_trainer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hpo-trainer",
+        description="Optuna-backed hyperparameter search and training for PyTorch models.",
+        epilog="Example: " + _EXAMPLES["search"],
+    )
+    parser.add_argument("--version", action="version", version=f"hpo-trainer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog="Example: " + _EXAMPLES[name])
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks and debug logs")
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="print only results")
+        return p
+
+    p = command("search", "create or continue a study and run trials on it")
+    p.add_argument("study_file", help="a study file, e.g. studies/digits_mlp.py")
+    p.add_argument("--study-name", help="default: the trainer's name")
+    _storage_options(p)
+    p.add_argument("--trials", type=_positive_int, help="finished trials the study should reach")
+    p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
+    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    p.add_argument("--sampler", default=None, help="tpe (default), random, cmaes, gp, qmc, grid")
+    p.add_argument("--pruner", default=None,
+                   help="median (default), percentile, halving, hyperband, patient, none")
+    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
+    p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
+    p.add_argument("--direction", choices=("minimize", "maximize"))
+
+    p = command("status", "show the studies in a storage: trials by state, best, running")
+    _storage_options(p)
+    p.add_argument("--study-name", help="only this study")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = command("export", "write the best params of a study to a JSON file")
+    _storage_options(p)
+    p.add_argument("--study-name", help="needed when the storage holds several studies")
+    p.add_argument("--out", default="best.json", help="the file to write (default best.json)")
+    p.add_argument("--top", type=_positive_int, default=1, help="also list the K best trials")
+
+    p = command("train", "the final training run on exported params")
+    p.add_argument("study_file", help="the study file the params were searched with")
+    p.add_argument("--params", required=True, help="a params file from `hpo-trainer export`")
+    p.add_argument("--epochs", type=_positive_int, help="default: the study file's TRAIN epochs")
+    p.add_argument("--save-every", type=_positive_int, help="checkpoint every K epochs")
+    p.add_argument("--merge-val", action="store_true", help="train on train + val")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
+    p.add_argument("--runs-dir", default="runs", help="folder for runs")
+
+    p = command("dashboard", "open optuna-dashboard on the study storage")
+    _storage_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def _storage_url(args: argparse.Namespace) -> str:
+    from hpo_trainer.storage import default_url
+
+    return args.storage or default_url(args.runs_dir)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    """Open the storage for reading, failing if it does not exist yet."""
+    from hpo_trainer.storage import open_storage, parse_url
+
+    url = _storage_url(args)
+    spec = parse_url(url)
+    if spec.path is not None and not spec.path.exists():
+        raise ConfigError(
+            f"no study storage at {spec.path}; run `hpo-trainer search STUDY_FILE` first, or "
+            "pass --storage"
+        )
+    return open_storage(url, heartbeat_interval=None)
+
+
+def _pick_study(storage: Any, name: str | None) -> str:
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name is not None:
+        if name not in names:
+            from hpo_trainer.errors import did_you_mean
+
+            raise ConfigError(
+                f"no study named {name!r} in this storage; it has: "
+                f"{', '.join(names) or 'no studies'}." + did_you_mean(name, names)
+            )
+        return name
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(
+        f"the storage holds {len(names)} studies ({', '.join(names) or 'none'}); choose one "
+        "with --study-name"
+    )
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from hpo_trainer import studyfile
+    from hpo_trainer.search import create_study, make_config, run_worker, run_workers
+
+    defaults = studyfile.defaults(args.study_file, "SEARCH")
+    trainer = studyfile.load_trainer_from_file(
+        args.study_file, runs_dir=args.runs_dir, quiet=True
+    )
+    options: dict[str, Any] = {
+        "epochs": args.epochs or defaults.get("epochs", 10),
+        "n_trials": args.trials or defaults.get("n_trials", 20),
+        "storage": args.storage or defaults.get("storage"),
+        "study_name": args.study_name or defaults.get("study_name"),
+    }
+    for key in ("sampler", "pruner", "seed", "timeout", "metric", "direction"):
+        value = getattr(args, key)
+        if value is None:
+            value = defaults.get(key)
+        if value is not None:
+            options[key] = value
+    cfg = make_config(trainer, **options)
+    study = create_study(cfg)
+    study.set_user_attr("hpo:study_file", str(Path(args.study_file).resolve()))
+    study.set_user_attr("hpo:study_file_sha256", studyfile.file_hash(args.study_file))
+    _say(args, f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
+               f"{args.workers} worker(s), storage {_masked(cfg.storage)}")
+    if args.workers == 1:
+        run_worker(trainer, cfg, worker=0)
+    else:
+        codes = run_workers(trainer, cfg, n_workers=args.workers)
+        if any(c == 130 or c == -2 for c in codes):
+            raise KeyboardInterrupt
+    _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
+    return 0
+
+
+def _open_url(url: str) -> Any:
+    from hpo_trainer.storage import open_storage
+
+    return open_storage(url, heartbeat_interval=None)
+
+
+def _masked(url: str) -> str:
+    from hpo_trainer.storage import mask_url
+
+    return mask_url(url)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def study_summary(storage: Any, name: str) -> dict[str, Any]:
+    """Return a JSON-ready summary of one study."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    summary: dict[str, Any] = {
+        "study": name,
+        "direction": study.direction.name.lower(),
+        "metric": study.user_attrs.get("hpo:metric"),
+        "trials": len(trials),
+        "states": dict(states),
+    }
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if complete:
+        best = study.best_trial
+        summary["best"] = {"trial": best.number, "value": best.value, "params": best.params}
+    running = [t for t in trials if t.state.name == "RUNNING"]
+    summary["running"] = [
+        {"trial": t.number, "epoch": max(t.intermediate_values, default=0),
+         "worker": t.user_attrs.get("worker")}
+        for t in running
+    ]
+    times = [t.user_attrs["wall_time"] for t in trials if "wall_time" in t.user_attrs]
+    summary["mean_trial_seconds"] = round(sum(times) / len(times), 3) if times else None
+    return summary
+
+
+def _print_status(args: argparse.Namespace, storage: Any, only: str | None,
+                  *, as_json: bool) -> None:
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
+    if only is not None:
+        names = [_pick_study(storage, only)]
+    summaries = [study_summary(storage, n) for n in names]
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+        return
+    if not summaries:
+        print("no studies in this storage")
+    for s in summaries:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s["states"].items()))
+        print(f"study {s['study']} ({s['direction']} {s['metric'] or 'value'}): "
+              f"{s['trials']} trials: {states or 'none'}")
+        if "best" in s:
+            b = s["best"]
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+            print(f"  best: trial {b['trial']}, value {b['value']:.6g}, {params}")
+        for r in s["running"]:
+            print(f"  running: trial {r['trial']} at epoch {r['epoch']} (worker {r['worker']})")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    _print_status(args, storage, args.study_name, as_json=args.json)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo_trainer import export
+
+    storage = _open(args)
+    name = _pick_study(storage, args.study_name)
+    study = optuna.load_study(study_name=name, storage=storage)
+    record = export.best_record(study, _storage_url(args), top=args.top)
+    path = export.write(record, args.out)
+    _say(args, f"best of study {name!r}: trial {record['trial']}, {record['metric']} "
+               f"{record['value']:.6g}")
+    print(path)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hpo_trainer import export, studyfile
+
+    record = export.read(args.params)
+    defaults = studyfile.defaults(args.study_file, "TRAIN")
+    trainer = studyfile.load_trainer_from_file(
+        args.study_file, runs_dir=args.runs_dir, quiet=args.quiet
+    )
+    recorded = record.get("study_file_sha256")
+    if recorded and recorded != studyfile.file_hash(args.study_file):
+        logger.warning(
+            "%s changed since these params were exported; the run uses the file as it is now",
+            args.study_file,
+        )
+    if args.merge_val:
+        from hpo_trainer.data import merge
+
+        trainer.train_data = merge(trainer.train_data, trainer.val_data)
+    from hpo_trainer.final import final_run
+
+    summary = final_run(
+        trainer,
+        params=record["params"] if not args.resume else None,
+        epochs=args.epochs or defaults.get("epochs", 30),
+        save_every=args.save_every or defaults.get("save_every"),
+        resume=args.resume or False,
+        provenance={k: record.get(k) for k in ("study", "trial", "value", "storage")},
+    )
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["final_metrics"].items()
+                        if k.startswith(("test/", "val/")))
+    _say(args, f"trained {summary['epochs']} epochs: {metrics}")
+    print(summary["run_dir"])
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    url = _storage_url(args)
+    _open(args)
+    with socket.socket() as s:
+        try:
+            s.bind((args.host, args.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror}); the port is in "
+                "use: pick another with --port"
+            ) from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("the dashboard listens on %s: anyone who can reach it can read and "
+                       "change the study", args.host)
+    from optuna_dashboard import run_server
+
+    _say(args, f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    run_server(url, host=args.host, port=args.port)
+    return 0
+
+
+_COMMANDS = {
+    "search": _cmd_search,
+    "status": _cmd_status,
+    "export": _cmd_export,
+    "train": _cmd_train,
+    "dashboard": _cmd_dashboard,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except HpoTrainerError as exc:
+        if args.debug:
+            raise
+        print(textwrap.fill(f"error: {exc}", 99) if "\n" not in str(exc)
+              else f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

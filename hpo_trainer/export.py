@@ -1,0 +1,117 @@
+"""Best parameters out to a JSON file, with provenance, and back in for a final run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo_trainer.errors import ConfigError
+from hpo_trainer.storage import mask_url
+from hpo_trainer.trainer import group_params
+
+FORMAT = "hpo-trainer/params-v1"
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    from hpo_trainer import __version__
+
+    return {
+        "hpo_trainer": __version__,
+        "optuna": optuna.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[str, Any]:
+    """Return the export record of a study's best trial (and the next ``top - 1``).
+
+    Raises:
+        ConfigError: If the study has no completed trial.
+    """
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise ConfigError(
+            f"study {study.study_name!r} has no completed trial to export yet; run "
+            "`hpo-trainer search` until at least one trial completes"
+        )
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete.sort(key=lambda t: t.value, reverse=reverse)
+    best = complete[0]
+    attrs = study.user_attrs
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "params": group_params(best.params),
+        "value": best.value,
+        "metric": attrs.get("hpo:metric", (study.metric_names or ["value"])[0]),
+        "direction": study.direction.name.lower(),
+        "trial": best.number,
+        "epochs": attrs.get("hpo:epochs"),
+        "study": study.study_name,
+        "storage": mask_url(storage_url),
+        "study_file": attrs.get("hpo:study_file"),
+        "study_file_sha256": attrs.get("hpo:study_file_sha256"),
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    if top > 1:
+        record["top"] = [
+            {"trial": t.number, "value": t.value, "params": group_params(t.params)}
+            for t in complete[:top]
+        ]
+    return record
+
+
+def write(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write an export record as JSON, atomically (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a params file written by :func:`write` (or a bare ``{target: {name: value}}``).
+
+    Returns:
+        The record; its ``params`` are grouped by target.
+
+    Raises:
+        ConfigError: If the file is missing, is not JSON, or has no params.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"params file {str(path)!r} does not exist; create it with `hpo-trainer export "
+            "--out best.json`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file {str(path)!r} cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"params file {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "export it again with `hpo-trainer export`"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {str(path)!r} must hold a JSON object")
+    params = data.get("params", data if "format" not in data else None)
+    if not isinstance(params, dict):
+        raise ConfigError(f"params file {str(path)!r} has no 'params' object")
+    record = dict(data)
+    record["params"] = group_params(params)
+    return record

@@ -1,0 +1,52 @@
+"""A digits study for tests, with knobs: slow epochs, and a hidden size that crashes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
+from digits_mlp import Net, load_digits_split  # noqa: E402
+from hpo_trainer import Hyperparameters, Trainer  # noqa: E402
+
+
+class FlakyNet(Net):
+    """The digits MLP; a hidden size of 13 raises, as a bug in user code would."""
+
+    def __init__(self, input_size: int = 64, hidden_size: int = 16, target_length: int = 10):
+        if hidden_size == 13:
+            raise ValueError("hidden_size 13 is unlucky")
+        super().__init__(input_size, hidden_size, target_length)
+
+
+class SlowTrainer(Trainer):
+    """Sleeps after each batch so that a test can kill a worker mid-trial."""
+
+    delay = 0.0
+
+    def pass_batch(self, batch):
+        if self.delay and self.model.training:
+            time.sleep(self.delay)
+        return super().pass_batch(batch)
+
+
+def make_trainer(delay: float = 0.0, **options) -> Trainer:
+    splits = load_digits_split()
+    options = {"batch_size": 128, "seed": 0, "name": "tunable", "quiet": True, **options}
+    tr = SlowTrainer(splits["train"], splits["val"], splits["test"], **options)
+    tr.delay = delay
+    opt = Hyperparameters()
+    opt.set_range("lr", -3, 8)
+    opt.set_value("momentum", 0.9)
+    tr.set_hyperparameters(opt)
+    arch = Hyperparameters()
+    arch.add_categorical("hidden_size", [13, 16, 32])
+    tr.set_arch_hyperparameters(arch)
+    tr.set_model(FlakyNet)
+    tr.set_criterion(nn.CrossEntropyLoss)
+    tr.set_optimizer(torch.optim.SGD)
+    return tr

@@ -1,0 +1,249 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo_trainer import ConfigError, StorageError
+from hpo_trainer.search import worker_env
+from hpo_trainer.studyfile import load_trainer_from_file
+
+HERE = Path(__file__).resolve().parent
+TUNABLE = HERE / "studies" / "tunable_digits.py"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _tunable(tmp_path, **options):
+    return load_trainer_from_file(TUNABLE, runs_dir=tmp_path / "runs", **options)
+
+
+def _url(tmp_path):
+    return f"sqlite:///{tmp_path}/study.db"
+
+
+def test_two_workers_share_one_study_and_reach_exactly_the_budget(make_trainer, tmp_path):
+    tr = make_trainer()
+    study = tr.hyp_opt(epochs=3, iters=8, n_workers=2, storage=_url(tmp_path), seed=0)
+    states = Counter(t.state for t in study.trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 8
+    assert states[TrialState.RUNNING] == 0
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
+    # Running it again continues the same study: nothing is redone.
+    again = tr.hyp_opt(epochs=3, iters=8, n_workers=2, storage=_url(tmp_path), seed=0)
+    assert len(again.trials) == len(study.trials)
+    # a larger budget adds only the difference
+    more = tr.hyp_opt(epochs=3, iters=10, storage=_url(tmp_path), seed=0)
+    assert sum(t.state in FINISHED for t in more.trials) == 10
+    # train() afterwards uses the best params of the study
+    history = tr.train(epochs=2)
+    best = more.best_params
+    assert tr.optimizer.defaults["momentum"] == 0.9
+    assert tr.model.h.out_features == best["model.hidden_size"]
+    assert len(history["val/loss"]) == 2
+
+
+def test_trial_records_what_happened(make_trainer, tmp_path):
+    tr = make_trainer()
+    study = tr.hyp_opt(epochs=4, iters=3, storage=_url(tmp_path), pruner="none", seed=0)
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE
+        assert t.user_attrs["epochs"] == 4 and t.user_attrs["device"] == "cpu"
+        assert t.user_attrs["wall_time"] > 0
+        assert len(t.intermediate_values) == 4
+        # the value is the best epoch's validation loss
+        assert t.value == min(t.intermediate_values.values())
+        assert t.intermediate_values[t.user_attrs["best_epoch"]] == t.value
+        assert (tmp_path / "runs" / "digits_mlp" / f"trial-{t.number}").is_dir()
+    assert study.metric_names == ["val/loss"]
+
+
+def test_pruned_trials_keep_their_intermediate_values(make_trainer, tmp_path):
+    tr = make_trainer()
+    study = tr.hyp_opt(epochs=6, iters=14, storage=_url(tmp_path), seed=3)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner should prune some of 14 trials with lr from 1e-5"
+    for t in pruned:
+        assert 1 <= len(t.intermediate_values) < 6
+        assert t.user_attrs["pruned"].startswith("pruned after epoch")
+    # checkpoints of all but the 3 best trials are cleaned up
+    kept = list((tmp_path / "runs" / "digits_mlp").glob("trial-*/last.pt"))
+    assert len(kept) == 3
+
+
+def test_nan_trial_is_pruned_and_a_crashing_trial_fails_and_the_study_goes_on(tmp_path):
+    tr = _tunable(tmp_path)
+    url = _url(tmp_path)
+    study = optuna.create_study(study_name="tunable", storage=url)
+    study.enqueue_trial({"optimizer.lr": 1e8, "model.hidden_size": 16})  # explodes
+    study.enqueue_trial({"optimizer.lr": 0.01, "model.hidden_size": 13})  # raises
+    study = tr.hyp_opt(epochs=2, iters=4, storage=url, sampler="random", seed=0)
+    by_number = {t.number: t for t in study.trials}
+    nan = by_number[0]
+    assert nan.state == TrialState.PRUNED
+    assert "non-finite loss" in nan.user_attrs["pruned"]
+    crash = by_number[1]
+    assert crash.state == TrialState.FAIL
+    assert crash.user_attrs["failure"] == "ValueError: hidden_size 13 is unlucky"
+    assert "Traceback" in crash.user_attrs["traceback"]
+    assert sum(t.state in FINISHED for t in study.trials) == 4
+
+
+def test_seeded_search_repeats_exactly(make_trainer, tmp_path):
+    def run(name):
+        study = make_trainer(runs_dir=tmp_path / name).hyp_opt(
+            epochs=3, iters=12, storage=f"sqlite:///{tmp_path}/{name}.db", seed=7
+        )
+        return [(t.params, t.value, t.state) for t in study.trials]
+
+    assert run("a") == run("b")
+
+
+def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path):
+    url = _url(tmp_path)
+    code = (
+        "import sys; from hpo_trainer.studyfile import load_trainer_from_file as load\n"
+        f"tr = load({str(TUNABLE)!r}, runs_dir={str(tmp_path / 'runs')!r}, delay=0.05)\n"
+        f"tr.hyp_opt(epochs=6, iters=2, storage={url!r}, pruner='none', seed=0,\n"
+        "           heartbeat_interval=1, grace_period=2)\n"
+    )
+    study = optuna.create_study(study_name="tunable", storage=url)
+    study.enqueue_trial({"optimizer.lr": 0.05, "model.hidden_size": 32})
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    db = tmp_path / "study.db"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            with sqlite3.connect(db) as con:
+                (n,) = con.execute("SELECT COUNT(*) FROM trial_values").fetchone() or (0,)
+                (steps,) = con.execute(
+                    "SELECT COUNT(*) FROM trial_intermediate_values WHERE trial_id = 1"
+                ).fetchone()
+            if steps >= 3:
+                break
+        assert steps >= 3, "the first trial did not get to epoch 3 in time"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = steps
+    # A new run of the same search finishes the study.
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    study = optuna.load_study(study_name="tunable", storage=url)
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and "failure" not in first.user_attrs
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_epoch"] >= killed_at
+    assert retry.params == first.params
+    # the first attempt's values are kept and the retry continues them to the end
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4, 5, 6]
+    for step, value in first.intermediate_values.items():
+        assert retry.intermediate_values[step] == value
+    assert sum(t.state in FINISHED for t in study.trials) == 2
+
+
+def test_worker_environment_spreads_gpus_and_threads():
+    envs = [worker_env(i, 4, devices=["0", "1"]) for i in range(4)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
+    assert all(e["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4)) for e in envs)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"sampler": "tpee"}, ConfigError, "unknown sampler 'tpee'.*Did you mean 'tpe'"),
+        ({"pruner": "medain"}, ConfigError, "unknown pruner.*median, percentile"),
+        ({"storage": "sqlite:/x.db"}, ConfigError, "three slashes"),
+        ({"storage": "mongodb://x"}, ConfigError, "unsupported storage 'mongodb'"),
+        ({"metric": "val/f1"}, ConfigError, "not produced.*val/loss, val/acc"),
+        ({"direction": "down"}, ConfigError, "minimize' or 'maximize'"),
+        ({"iters": 0}, ConfigError, r"iters \(n_trials\) must be an integer >= 1"),
+        ({"n_workers": 0}, ConfigError, "n_workers must be an integer >= 1"),
+    ],
+)
+def test_bad_search_options_fail_before_anything_is_written(make_trainer, tmp_path, options,
+                                                             error, match):
+    options = {"iters": 2, **options}
+    with pytest.raises(error, match=match):
+        make_trainer().hyp_opt(epochs=1, **options)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_storage_scheme_is_a_storage_error():
+    from hpo_trainer.storage import parse_url
+
+    with pytest.raises(StorageError, match="sqlite:///path/to/studies.db"):
+        parse_url("runs/studies.db")
+
+
+def test_maximising_accuracy(make_trainer, tmp_path):
+    study = make_trainer().hyp_opt(epochs=2, iters=3, metric="val/acc",
+                                   storage=_url(tmp_path), seed=0)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert 0 < study.best_value <= 1
+
+
+@pytest.mark.parametrize("sampler", ["random", "cmaes", "qmc", "grid", "gp"])
+def test_every_sampler_runs(make_trainer, tmp_path, sampler):
+    from hpo_trainer import Hyperparameters
+
+    tr = make_trainer()
+    if sampler == "grid":
+        opt = Hyperparameters()
+        opt.add_categorical("lr", [0.01, 0.1])
+        opt.set_value("momentum", 0.9)
+        tr.set_hyperparameters(opt)
+    study = tr.hyp_opt(epochs=1, iters=3, sampler=sampler, storage=_url(tmp_path), seed=0)
+    assert sum(t.state in FINISHED for t in study.trials) == 3
+
+
+@pytest.mark.parametrize("pruner", ["percentile", "halving", "hyperband", "patient"])
+def test_every_pruner_runs(make_trainer, tmp_path, pruner):
+    study = make_trainer().hyp_opt(epochs=3, iters=3, pruner=pruner, storage=_url(tmp_path))
+    assert sum(t.state in FINISHED for t in study.trials) == 3
+
+
+def test_optuna_cli_and_dashboard_open_the_study(make_trainer, tmp_path):
+    url = _url(tmp_path)
+    make_trainer().hyp_opt(epochs=2, iters=3, storage=url, seed=0)
+    bindir = Path(sys.executable).parent
+    out = subprocess.run(
+        [bindir / "optuna", "trials", "--study-name", "digits_mlp", "--storage", url,
+         "-f", "json"], capture_output=True, text=True, check=True,
+    ).stdout
+    assert len(json.loads(out)) == 3
+    port = 18000 + os.getpid() % 1000
+    dash = subprocess.Popen(
+        [bindir / "optuna-dashboard", url, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    body = json.load(r)
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None, "optuna-dashboard did not answer"
+        studies = body["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["digits_mlp"]
+        sid = studies[0]["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}") as r:
+            detail = json.load(r)
+        assert len(detail["trials"]) == 3
+        assert all(t["intermediate_values"] for t in detail["trials"])
+        assert detail["metric_names"] == ["val/loss"]
+    finally:
+        dash.terminate()
+        dash.wait()
