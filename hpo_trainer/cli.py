@@ -11,7 +11,6 @@ import json
 import logging
 import socket
 import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -365,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     except HpoTrainerError as exc:
         if args.debug:
             raise
-        print(textwrap.fill(f"error: {exc}", 99) if "\n" not in str(exc)
-              else f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
