@@ -5,9 +5,6 @@ from __future__ import annotations
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-# We use Optuna's heartbeat, retry and metric-name features on purpose; their "experimental"
-# warnings, attributed to our modules, say nothing a user can act on.
-warnings.filterwarnings("ignore", message=r".*(is|are) experimental", module=r"hpo_trainer")
 
 from hpo_trainer.callbacks import (
     Callback,
@@ -29,6 +26,10 @@ from hpo_trainer.errors import (
 from hpo_trainer.loop import FitState, History, fit
 from hpo_trainer.space import CLASS, Hyperparameters
 from hpo_trainer.trainer import Trainer, resolve_device
+
+# We use Optuna's heartbeat, retry and metric-name features on purpose; their "experimental"
+# warnings, attributed to our modules, say nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*(is|are) experimental", module=r"hpo_trainer")
 
 try:
     __version__ = version("hpo-trainer")

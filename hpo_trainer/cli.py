@@ -57,12 +57,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           epilog="Example: " + _EXAMPLES[name])
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show tracebacks and debug logs")
-        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="print only results")
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog="Example: " + _EXAMPLES[name]
+        )
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks and debug logs",
+        )
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print only results",
+        )
         return p
 
     p = command("search", "create or continue a study and run trials on it")
@@ -73,8 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
     p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
     p.add_argument("--sampler", default=None, help="tpe (default), random, cmaes, gp, qmc, grid")
-    p.add_argument("--pruner", default=None,
-                   help="median (default), percentile, halving, hyperband, patient, none")
+    p.add_argument(
+        "--pruner",
+        default=None,
+        help="median (default), percentile, halving, hyperband, patient, none",
+    )
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     p.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
@@ -130,7 +143,9 @@ def _open(args: argparse.Namespace) -> Any:
 def _pick_study(storage: Any, name: str | None) -> str:
     import optuna
 
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
     if name is not None:
         if name not in names:
             from hpo_trainer.errors import did_you_mean
@@ -153,9 +168,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from hpo_trainer.search import create_study, make_config, run_worker, run_workers
 
     defaults = studyfile.defaults(args.study_file, "SEARCH")
-    trainer = studyfile.load_trainer_from_file(
-        args.study_file, runs_dir=args.runs_dir, quiet=True
-    )
+    trainer = studyfile.load_trainer_from_file(args.study_file, runs_dir=args.runs_dir, quiet=True)
     options: dict[str, Any] = {
         "epochs": args.epochs or defaults.get("epochs", 10),
         "n_trials": args.trials or defaults.get("n_trials", 20),
@@ -172,8 +185,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     study = create_study(cfg)
     study.set_user_attr("hpo:study_file", str(Path(args.study_file).resolve()))
     study.set_user_attr("hpo:study_file_sha256", studyfile.file_hash(args.study_file))
-    _say(args, f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
-               f"{args.workers} worker(s), storage {_masked(cfg.storage)}")
+    _say(
+        args,
+        f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
+        f"{args.workers} worker(s), storage {_masked(cfg.storage)}",
+    )
     if args.workers == 1:
         run_worker(trainer, cfg, worker=0)
     else:
@@ -221,8 +237,11 @@ def study_summary(storage: Any, name: str) -> dict[str, Any]:
         summary["best"] = {"trial": best.number, "value": best.value, "params": best.params}
     running = [t for t in trials if t.state.name == "RUNNING"]
     summary["running"] = [
-        {"trial": t.number, "epoch": max(t.intermediate_values, default=0),
-         "worker": t.user_attrs.get("worker")}
+        {
+            "trial": t.number,
+            "epoch": max(t.intermediate_values, default=0),
+            "worker": t.user_attrs.get("worker"),
+        }
         for t in running
     ]
     times = [t.user_attrs["wall_time"] for t in trials if "wall_time" in t.user_attrs]
@@ -230,8 +249,9 @@ def study_summary(storage: Any, name: str) -> dict[str, Any]:
     return summary
 
 
-def _print_status(args: argparse.Namespace, storage: Any, only: str | None,
-                  *, as_json: bool) -> None:
+def _print_status(
+    args: argparse.Namespace, storage: Any, only: str | None, *, as_json: bool
+) -> None:
     import optuna
 
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
@@ -245,8 +265,10 @@ def _print_status(args: argparse.Namespace, storage: Any, only: str | None,
         print("no studies in this storage")
     for s in summaries:
         states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s["states"].items()))
-        print(f"study {s['study']} ({s['direction']} {s['metric'] or 'value'}): "
-              f"{s['trials']} trials: {states or 'none'}")
+        print(
+            f"study {s['study']} ({s['direction']} {s['metric'] or 'value'}): "
+            f"{s['trials']} trials: {states or 'none'}"
+        )
         if "best" in s:
             b = s["best"]
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
@@ -275,8 +297,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     study = optuna.load_study(study_name=name, storage=storage)
     record = export.best_record(study, _storage_url(args), top=args.top)
     path = export.write(record, args.out)
-    _say(args, f"best of study {name!r}: trial {record['trial']}, {record['metric']} "
-               f"{record['value']:.6g}")
+    _say(
+        args,
+        f"best of study {name!r}: trial {record['trial']}, {record['metric']} "
+        f"{record['value']:.6g}",
+    )
     print(path)
     return 0
 
@@ -309,8 +334,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume or False,
         provenance={k: record.get(k) for k in ("study", "trial", "value", "storage")},
     )
-    metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["final_metrics"].items()
-                        if k.startswith(("test/", "val/")))
+    metrics = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in summary["final_metrics"].items()
+        if k.startswith(("test/", "val/"))
+    )
     _say(args, f"trained {summary['epochs']} epochs: {metrics}")
     print(summary["run_dir"])
     return 0
@@ -328,8 +356,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
                 "use: pick another with --port"
             ) from None
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("the dashboard listens on %s: anyone who can reach it can read and "
-                       "change the study", args.host)
+        logger.warning(
+            "the dashboard listens on %s: anyone who can reach it can read and change the study",
+            args.host,
+        )
     from optuna_dashboard import run_server
 
     _say(args, f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")

@@ -37,6 +37,7 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
 
     Raises:
         ConfigError: If the study has no completed trial.
+
     """
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
@@ -89,6 +90,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         ConfigError: If the file is missing, is not JSON, or has no params.
+
     """
     path = Path(path)
     try:

@@ -61,6 +61,7 @@ def final_run(
 
     Returns:
         The summary, also written as ``summary.json`` in the run folder.
+
     """
     history = trainer.train(epochs, save_every=save_every, params=params, resume=resume)
     run_dir = trainer.run_dir

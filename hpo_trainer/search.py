@@ -384,7 +384,9 @@ class _Heartbeat:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> _Heartbeat:
-        if isinstance(self._storage, optuna.storages.RDBStorage):
+        # The study's storage may be Optuna's caching wrapper; it passes heartbeats through.
+        interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
+        if interval:
             self._storage.record_heartbeat(self._trial_id)
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -430,10 +432,11 @@ def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> Worke
     )
     lock = budget_lock(cfg.storage, storage, cfg.study_name)
     report = WorkerReport(worker)
+    waiting_said = False
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     while deadline is None or time.monotonic() < deadline:
         with lock:
-            if isinstance(storage, optuna.storages.RDBStorage):
+            if cfg.heartbeat_interval and isinstance(storage, optuna.storages.RDBStorage):
                 optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             done = sum(1 for t in trials if t.state in _DONE)
@@ -451,8 +454,16 @@ def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> Worke
         if trial is None:
             # The rest of the budget is running in other workers; one of them may die and
             # leave its trial to be retried, so wait rather than exit.
+            if not waiting_said:
+                logger.info(
+                    "the rest of the budget is running (%d trials); waiting for it to finish, "
+                    "or to be retried if its worker died",
+                    running,
+                )
+                waiting_said = True
             time.sleep(_POLL_SECONDS)
             continue
+        waiting_said = False
         state, epochs = run_trial(trainer, study, trial, cfg, worker=worker)
         report.trials += 1
         report.epochs += epochs
@@ -478,7 +489,7 @@ def trial_dir(cfg: SearchConfig, number: int) -> Path:
 
 
 def _root_number(trial: optuna.Trial) -> int:
-    """The number of the first attempt of this trial (itself unless it is a retry)."""
+    """Return the number of the first attempt of this trial (itself unless a retry)."""
     frozen = trial.study._storage.get_trial(trial._trial_id)
     root = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
     return trial.number if root is None else int(root)

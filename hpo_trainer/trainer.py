@@ -249,7 +249,7 @@ class Trainer:
         self._spaces[target] = hyp
 
     def add_metric(self, name: str, fn: MetricFn) -> None:
-        """Track ``fn(preds, target)``, averaged over examples, as ``val/<name>``, ``test/<name>``."""
+        """Track ``fn(preds, target)``, averaged over examples, as ``val/<name>``."""
         self._metric_fns[name] = fn
 
     @property

@@ -12,6 +12,15 @@ STUDIES = ROOT / "studies"
 sys.path.insert(0, str(STUDIES))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models on a 2-core machine shared with worker processes: one thread each, or
+    every parallel op waits for a busy core (runs then take 10x longer)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def digits():
     from digits_mlp import load_digits_split

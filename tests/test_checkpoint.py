@@ -1,5 +1,5 @@
-import pathlib
 import os
+import pathlib
 
 import pytest
 import torch
@@ -8,8 +8,9 @@ from hpo_trainer import CheckpointError, checkpoint
 
 
 def test_round_trip_with_recorded_size_and_checksum(tmp_path):
-    path = checkpoint.save({"w": torch.arange(4), "epoch": 3, "params": {"lr": 0.1}},
-                           tmp_path / "c.pt")
+    path = checkpoint.save(
+        {"w": torch.arange(4), "epoch": 3, "params": {"lr": 0.1}}, tmp_path / "c.pt"
+    )
     meta = path.with_name("c.pt.meta.json")
     assert meta.exists() and '"sha256"' in meta.read_text()
     loaded = checkpoint.load(path)

@@ -14,16 +14,32 @@ BIN = Path(sys.executable).parent
 
 
 def hpo(*args, cwd, check=True):
-    proc = subprocess.run([BIN / "hpo-trainer", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [BIN / "hpo-trainer", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
 def test_search_status_export_train_end_to_end(tmp_path):
-    hpo("search", STUDY, "--trials", "6", "--epochs", "3", "--workers", "2", "--seed", "0",
-        cwd=tmp_path)
+    hpo(
+        "search",
+        STUDY,
+        "--trials",
+        "6",
+        "--epochs",
+        "3",
+        "--workers",
+        "2",
+        "--seed",
+        "0",
+        cwd=tmp_path,
+    )
     status = json.loads(hpo("status", "--json", cwd=tmp_path).stdout)
     assert status[0]["study"] == "digits_mlp"
     assert status[0]["states"].get("COMPLETE", 0) + status[0]["states"].get("PRUNED", 0) == 6
@@ -40,17 +56,28 @@ def test_search_status_export_train_end_to_end(tmp_path):
 
     # the optuna command line agrees with our export
     best = subprocess.run(
-        [BIN / "optuna", "best-trial", "--study-name", "digits_mlp", "--storage",
-         f"sqlite:///{tmp_path}/runs/studies.db", "-f", "json"],
-        capture_output=True, text=True, check=True,
+        [
+            BIN / "optuna",
+            "best-trial",
+            "--study-name",
+            "digits_mlp",
+            "--storage",
+            f"sqlite:///{tmp_path}/runs/studies.db",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     best = json.loads(best)
     assert best["number"] == record["trial"]
     flat = {f"{t}.{k}": v for t, vs in record["params"].items() for k, v in vs.items()}
     assert best["params"] == flat
 
-    run_dir = Path(hpo("train", STUDY, "--params", "best.json", "--epochs", "3",
-                       cwd=tmp_path).stdout.strip())
+    run_dir = Path(
+        hpo("train", STUDY, "--params", "best.json", "--epochs", "3", cwd=tmp_path).stdout.strip()
+    )
     run_dir = tmp_path / run_dir if not run_dir.is_absolute() else run_dir
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 3 and "test/acc" in summary["final_metrics"]

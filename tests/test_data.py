@@ -9,8 +9,9 @@ from hpo_trainer.errors import DataError
 def test_fast_path_covers_every_example_once_per_epoch_in_shuffled_order():
     x = torch.arange(10).float().unsqueeze(1)
     y = torch.arange(10)
-    batches = make_batches((x, y), batch_size=4, shuffle=True,
-                           generator=torch.Generator().manual_seed(0))
+    batches = make_batches(
+        (x, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     assert isinstance(batches, TensorBatches) and len(batches) == 3
     seen = torch.cat([b[1] for b in batches])
     assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))

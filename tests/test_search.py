@@ -170,8 +170,9 @@ def test_worker_environment_spreads_gpus_and_threads():
         ({"n_workers": 0}, ConfigError, "n_workers must be an integer >= 1"),
     ],
 )
-def test_bad_search_options_fail_before_anything_is_written(make_trainer, tmp_path, options,
-                                                             error, match):
+def test_bad_search_options_fail_before_anything_is_written(
+    make_trainer, tmp_path, options, error, match
+):
     options = {"iters": 2, **options}
     with pytest.raises(error, match=match):
         make_trainer().hyp_opt(epochs=1, **options)
@@ -186,8 +187,9 @@ def test_unknown_storage_scheme_is_a_storage_error():
 
 
 def test_maximising_accuracy(make_trainer, tmp_path):
-    study = make_trainer().hyp_opt(epochs=2, iters=3, metric="val/acc",
-                                   storage=_url(tmp_path), seed=0)
+    study = make_trainer().hyp_opt(
+        epochs=2, iters=3, metric="val/acc", storage=_url(tmp_path), seed=0
+    )
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert 0 < study.best_value <= 1
 
@@ -217,14 +219,26 @@ def test_optuna_cli_and_dashboard_open_the_study(make_trainer, tmp_path):
     make_trainer().hyp_opt(epochs=2, iters=3, storage=url, seed=0)
     bindir = Path(sys.executable).parent
     out = subprocess.run(
-        [bindir / "optuna", "trials", "--study-name", "digits_mlp", "--storage", url,
-         "-f", "json"], capture_output=True, text=True, check=True,
+        [
+            bindir / "optuna",
+            "trials",
+            "--study-name",
+            "digits_mlp",
+            "--storage",
+            url,
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert len(json.loads(out)) == 3
     port = 18000 + os.getpid() % 1000
     dash = subprocess.Popen(
         [bindir / "optuna-dashboard", url, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         body = None
@@ -243,7 +257,7 @@ def test_optuna_cli_and_dashboard_open_the_study(make_trainer, tmp_path):
             detail = json.load(r)
         assert len(detail["trials"]) == 3
         assert all(t["intermediate_values"] for t in detail["trials"])
-        assert detail["metric_names"] == ["val/loss"]
+        assert detail["objective_names"] == ["val/loss"]
     finally:
         dash.terminate()
         dash.wait()

@@ -102,8 +102,15 @@ def test_dict_items_through_a_dataloader_learn(digits, tmp_path):
 
 def test_tuple_of_numpy_arrays_takes_the_fast_path(digits, tmp_path):
     x, y = digits["train"]
-    tr = _configure(Trainer((x.numpy().astype("float64"), y.numpy()), digits["val"],
-                            runs_dir=tmp_path, quiet=True, seed=0))
+    tr = _configure(
+        Trainer(
+            (x.numpy().astype("float64"), y.numpy()),
+            digits["val"],
+            runs_dir=tmp_path,
+            quiet=True,
+            seed=0,
+        )
+    )
     run = tr.build({}, epochs=1)
     from hpo_trainer.data import TensorBatches
 
@@ -112,8 +119,11 @@ def test_tuple_of_numpy_arrays_takes_the_fast_path(digits, tmp_path):
 
 
 def test_scheduler_with_positional_argument_and_added_metric(digits, tmp_path):
-    tr = _configure(Trainer(digits["train"], digits["val"], digits["test"], runs_dir=tmp_path,
-                            quiet=True, seed=0))
+    tr = _configure(
+        Trainer(
+            digits["train"], digits["val"], digits["test"], runs_dir=tmp_path, quiet=True, seed=0
+        )
+    )
     tr.set_scheduler(StepLR)
     tr.prime_scheduler(2, gamma=0.1)
     tr.add_metric("err", lambda p, t: (p.argmax(1) != t).float().mean())
@@ -130,8 +140,9 @@ def test_searched_optimizer_class_builds_that_class(make_trainer):
     opt.set_range("lr", -4, -1)
     opt.add_float("momentum", 0.0, 0.9, when={"class": SGD})
     tr.set_hyperparameters(opt)
-    tr.train(epochs=1, params={"optimizer": {"class": "Adam", "lr": 1e-3},
-                               "model": {"hidden_size": 32}})
+    tr.train(
+        epochs=1, params={"optimizer": {"class": "Adam", "lr": 1e-3}, "model": {"hidden_size": 32}}
+    )
     assert isinstance(tr.optimizer, torch.optim.Adam)
 
 
@@ -140,11 +151,18 @@ def test_grad_clip_and_override_pass_batch(digits, tmp_path):
         def pass_batch(self, batch):
             x, y = batch
             preds = self.model(x)
-            return {"loss": self.criterion(preds, y), "preds": preds, "target": y,
-                    "mean_logit": preds.mean()}
+            return {
+                "loss": self.criterion(preds, y),
+                "preds": preds,
+                "target": y,
+                "mean_logit": preds.mean(),
+            }
 
-    tr = _configure(Custom(digits["train"], digits["val"], runs_dir=tmp_path, quiet=True,
-                           grad_clip=1.0, seed=0))
+    tr = _configure(
+        Custom(
+            digits["train"], digits["val"], runs_dir=tmp_path, quiet=True, grad_clip=1.0, seed=0
+        )
+    )
     history = tr.train(epochs=2)
     assert len(history["train/mean_logit"]) == 2 and len(history["val/mean_logit"]) == 2
 
@@ -180,8 +198,10 @@ def test_name_that_is_not_an_argument_of_the_optimizer(make_trainer, tmp_path):
     hyp.set_range("lr", -5, -1)
     hyp.set_value("momentun", 0.9)
     tr.set_hyperparameters(hyp)
-    with pytest.raises(ConfigError, match="'momentun' is not an argument of optimizer SGD.*"
-                                          "Did you mean 'momentum'"):
+    with pytest.raises(
+        ConfigError,
+        match="'momentun' is not an argument of optimizer SGD.*Did you mean 'momentum'",
+    ):
         tr.train(epochs=1, params={"optimizer.lr": 0.01, "model.hidden_size": 16})
     assert _no_runs(tmp_path)
 

@@ -11,6 +11,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
 from digits_mlp import Net, load_digits_split  # noqa: E402
+
 from hpo_trainer import Hyperparameters, Trainer  # noqa: E402
 
 
@@ -24,14 +25,18 @@ class FlakyNet(Net):
 
 
 class SlowTrainer(Trainer):
-    """Sleeps after each batch so that a test can kill a worker mid-trial."""
+    """Sleeps after each batch so that a test can kill a worker mid-trial; a learning rate
+    above 1e6 diverges to an infinite loss at once."""
 
     delay = 0.0
 
     def pass_batch(self, batch):
         if self.delay and self.model.training:
             time.sleep(self.delay)
-        return super().pass_batch(batch)
+        out = super().pass_batch(batch)
+        if self.optimizer.param_groups[0]["lr"] > 1e6:
+            out["loss"] = out["loss"] * float("inf")
+        return out
 
 
 def make_trainer(delay: float = 0.0, **options) -> Trainer:
