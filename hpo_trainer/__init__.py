@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-
 from hpo_trainer.callbacks import (
     Callback,
     CheckpointCallback,

@@ -542,6 +542,16 @@ class Hyperparameters:
                 return None
 
         values = self._draw(pick)
+        for key in stored:
+            if key in self.searched and key not in values:
+                when = ", ".join(
+                    f"{p} is {' or '.join(map(str, v))}"
+                    for p, v in self._entries[key].when.items()
+                )
+                problems.append(
+                    f"{self.target} parameter {key!r} only applies when {when}; remove it "
+                    "or change that choice"
+                )
         raise_all(problems, SpaceError)
         return values
 

@@ -158,7 +158,10 @@ class Trainer:
         if not isinstance(name, str) or not name or "/" in name:
             problems.append(f"name must be a non-empty string without '/', got {name!r}")
         raise_all(problems)
-        self.train_data, self.val_data, self.test_data = train_data, val_data, test_data
+        # In-memory data is converted to tensors once here, not again in every trial.
+        self.train_data, self.val_data, self.test_data = (
+            _as_tensors(ds) for ds in (train_data, val_data, test_data)
+        )
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self.seed = seed
@@ -623,6 +626,11 @@ class Trainer:
             state[key] = None
         state["history"] = History()
         return state
+
+
+def _as_tensors(ds: Any) -> Any:
+    tensors = data.in_memory(ds) if ds is not None else None
+    return ds if tensors is None else tensors
 
 
 def group_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -261,3 +261,22 @@ def test_optuna_cli_and_dashboard_open_the_study(make_trainer, tmp_path):
     finally:
         dash.terminate()
         dash.wait()
+
+
+def test_eight_workers_on_one_sqlite_file_lose_nothing_to_lock_contention(make_trainer, tmp_path):
+    from hpo_trainer.search import make_config, run_workers
+
+    tr = make_trainer()
+    cfg = make_config(tr, epochs=2, n_trials=16, storage=_url(tmp_path), seed=0)
+    from hpo_trainer.search import create_study
+
+    create_study(cfg)
+    codes = run_workers(tr, cfg, n_workers=8)
+    assert codes == [0] * 8  # no worker crashed
+    study = optuna.load_study(study_name="digits_mlp", storage=_url(tmp_path))
+    states = Counter(t.state for t in study.trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 16
+    assert states[TrialState.FAIL] == 0 and states[TrialState.RUNNING] == 0
+    with sqlite3.connect(tmp_path / "study.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)

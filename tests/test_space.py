@@ -141,3 +141,13 @@ def test_condition_cycle_is_reported():
     hyp.add_categorical("b", ["x", "y"], when={"a": "x"})
     with pytest.raises(SpaceError, match="cycle"):
         hyp.sample(seed=0)
+
+
+def test_decode_rejects_a_parameter_whose_condition_does_not_hold():
+    hyp = Hyperparameters()
+    hyp.choose_class([SGD, Adam])
+    hyp.set_range("lr", -4, -1)
+    hyp.add_float("momentum", 0.0, 0.99, when={"class": SGD})
+    assert hyp.decode({"class": "SGD", "lr": 0.01, "momentum": 0.5})["momentum"] == 0.5
+    with pytest.raises(SpaceError, match="'momentum' only applies when class is SGD"):
+        hyp.decode({"class": "Adam", "lr": 0.01, "momentum": 0.5})
