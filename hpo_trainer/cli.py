@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
 from collections import Counter
@@ -25,6 +26,7 @@ _EXAMPLES = {
     "export": "hpo-trainer export --study-name digits_mlp --out best.json",
     "train": "hpo-trainer train studies/digits_mlp.py --params best.json --epochs 30",
     "dashboard": "hpo-trainer dashboard --port 8080",
+    "report": "hpo-trainer report --study-name digits_mlp --out report.html",
 }
 
 
@@ -117,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8080)
+
+    p = command("report", "write one HTML file with Optuna's plots of a study")
+    _storage_options(p)
+    p.add_argument("--study-name", help="needed when the storage holds several studies")
+    p.add_argument("--out", default="report.html", help="the file to write")
     return parser
 
 
@@ -167,6 +174,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from hpo_trainer import studyfile
     from hpo_trainer.search import create_study, make_config, run_worker, run_workers
 
+    if not args.debug:
+        # The live progress line replaces the per-trial log lines of the workers.
+        os.environ["HPO_TRAINER_LOG_LEVEL"] = "WARNING"
+        logging.getLogger("hpo_trainer.search").setLevel(logging.WARNING)
     defaults = studyfile.defaults(args.study_file, "SEARCH")
     trainer = studyfile.load_trainer_from_file(args.study_file, runs_dir=args.runs_dir, quiet=True)
     options: dict[str, Any] = {
@@ -190,14 +201,44 @@ def _cmd_search(args: argparse.Namespace) -> int:
         f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
         f"{args.workers} worker(s), storage {_masked(cfg.storage)}",
     )
-    if args.workers == 1:
-        run_worker(trainer, cfg, worker=0)
-    else:
-        codes = run_workers(trainer, cfg, n_workers=args.workers)
-        if any(c == 130 or c == -2 for c in codes):
-            raise KeyboardInterrupt
+    with _live(args, study, cfg.n_trials):
+        if args.workers == 1:
+            run_worker(trainer, cfg, worker=0)
+        else:
+            codes = run_workers(trainer, cfg, n_workers=args.workers)
+            if any(c in (130, -2) for c in codes):
+                raise KeyboardInterrupt
     _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
     return 0
+
+
+def _live(args: argparse.Namespace, study: Any, total: int) -> Any:
+    """Show live progress on stderr: rewritten in place on a terminal, a line per change
+    in the finished count otherwise.
+    """
+    import contextlib
+
+    from hpo_trainer.progress import Monitor, Progress
+
+    if args.quiet:
+        return contextlib.nullcontext()
+    tty = sys.stderr.isatty()
+    last_done = [-1]
+
+    def show(p: Progress) -> None:
+        if tty:
+            print("\r\033[K" + p.line(), end="", file=sys.stderr, flush=True)
+        elif p.done != last_done[0]:
+            last_done[0] = p.done
+            print(p.line(), file=sys.stderr, flush=True)
+
+    class _Live(Monitor):
+        def __exit__(self, *exc: object) -> None:
+            super().__exit__(*exc)
+            if tty:
+                print(file=sys.stderr)
+
+    return _Live(study, total, show)
 
 
 def _open_url(url: str) -> Any:
@@ -367,12 +408,25 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo_trainer.report import write_report
+
+    storage = _open(args)
+    name = _pick_study(storage, args.study_name)
+    path = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
+    print(path)
+    return 0
+
+
 _COMMANDS = {
     "search": _cmd_search,
     "status": _cmd_status,
     "export": _cmd_export,
     "train": _cmd_train,
     "dashboard": _cmd_dashboard,
+    "report": _cmd_report,
 }
 
 

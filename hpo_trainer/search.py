@@ -291,7 +291,8 @@ def _worker_main(payload: bytes, cfg: SearchConfig, worker: int) -> None:
     threads = int(os.environ.get("HPO_TRAINER_THREADS", "0"))
     if threads:
         torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(message)s")
+    level = os.environ.get("HPO_TRAINER_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level, format=f"[worker {worker}] %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trainer = load_trainer(payload)
     try:
@@ -531,6 +532,7 @@ def run_trial(
     value = None
     run = None
     resumed = 0
+    trial.set_user_attr("worker", worker)  # so that status shows who runs it
     try:
         values = {t: space.suggest(trial) for t, space in trainer.spaces.items()}
         run, resumed = _prepare(trainer, values, cfg, root, ckpt_path, attrs)

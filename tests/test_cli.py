@@ -162,3 +162,22 @@ def test_version_and_help():
     assert hpo("--version", cwd=ROOT).stdout.startswith("hpo-trainer ")
     for command in ("search", "status", "export", "train", "dashboard"):
         assert "Example: hpo-trainer" in " ".join(hpo(command, "--help", cwd=ROOT).stdout.split())
+
+
+def test_report_is_one_offline_html_file_with_the_plots(tmp_path):
+    proc = hpo("search", STUDY, "--trials", "4", "--epochs", "2", "--seed", "0", cwd=tmp_path)
+    # live progress: the finished count and the best so far, without per-trial log noise
+    assert "4/4 trials finished" in proc.stderr and "| best " in proc.stderr
+    assert "[worker" not in proc.stderr
+    assert hpo("report", "--out", "r.html", cwd=tmp_path).stdout.strip() == "r.html"
+    page = (tmp_path / "r.html").read_text()
+    for heading in (
+        "Optimization history",
+        "Intermediate values",
+        "Parallel coordinates",
+        "Parameter importances",
+        "Slices",
+    ):
+        assert f"<h2>{heading}" in page
+    assert page.count("plotly.js v") == 1  # the library embedded once: works offline
+    assert "https://cdn" not in page.split("<h1>")[1][:2000]

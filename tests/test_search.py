@@ -1,11 +1,9 @@
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -212,55 +210,6 @@ def test_every_sampler_runs(make_trainer, tmp_path, sampler):
 def test_every_pruner_runs(make_trainer, tmp_path, pruner):
     study = make_trainer().hyp_opt(epochs=3, iters=3, pruner=pruner, storage=_url(tmp_path))
     assert sum(t.state in FINISHED for t in study.trials) == 3
-
-
-def test_optuna_cli_and_dashboard_open_the_study(make_trainer, tmp_path):
-    url = _url(tmp_path)
-    make_trainer().hyp_opt(epochs=2, iters=3, storage=url, seed=0)
-    bindir = Path(sys.executable).parent
-    out = subprocess.run(
-        [
-            bindir / "optuna",
-            "trials",
-            "--study-name",
-            "digits_mlp",
-            "--storage",
-            url,
-            "-f",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert len(json.loads(out)) == 3
-    port = 18000 + os.getpid() % 1000
-    dash = subprocess.Popen(
-        [bindir / "optuna-dashboard", url, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        body = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
-                    body = json.load(r)
-                break
-            except OSError:
-                time.sleep(0.2)
-        assert body is not None, "optuna-dashboard did not answer"
-        studies = body["study_summaries"]
-        assert [s["study_name"] for s in studies] == ["digits_mlp"]
-        sid = studies[0]["study_id"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}") as r:
-            detail = json.load(r)
-        assert len(detail["trials"]) == 3
-        assert all(t["intermediate_values"] for t in detail["trials"])
-        assert detail["objective_names"] == ["val/loss"]
-    finally:
-        dash.terminate()
-        dash.wait()
 
 
 def test_eight_workers_on_one_sqlite_file_lose_nothing_to_lock_contention(make_trainer, tmp_path):

@@ -1,0 +1,89 @@
+"""One self-contained HTML report of a study, made of Optuna's own plots."""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo_trainer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _plots() -> list[tuple[str, Callable[[optuna.Study], Any]]]:
+    from optuna import visualization as vis
+
+    return [
+        ("Optimization history", vis.plot_optimization_history),
+        ("Intermediate values (per epoch)", vis.plot_intermediate_values),
+        ("Parallel coordinates", vis.plot_parallel_coordinate),
+        ("Parameter importances", vis.plot_param_importances),
+        ("Slices", vis.plot_slice),
+    ]
+
+
+def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
+    """Write the study's plots into one HTML file that works offline.
+
+    Plotly's JavaScript is embedded once, so the file needs no network. A plot that cannot
+    be drawn (e.g. importances with a single parameter) is replaced by a note saying why.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: If plotly is missing or the study has no finished trial.
+
+    """
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        raise ConfigError("the report needs plotly: pip install plotly") from None
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not finished:
+        raise ConfigError(
+            f"study {study.study_name!r} has no finished trial to report on yet; run the search"
+        )
+    title = f"Study {study.study_name}"
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(study.trials)} trials, direction {study.direction.name.lower()}",
+    ]
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        parts.append(f"; best value {best.value:.6g} (trial {best.number})</p>")
+        params = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+            for k, v in best.params.items()
+        )
+        parts.append(f"<table>{params}</table>")
+    else:
+        parts.append("</p>")
+    include_js: Any = True
+    for heading, plot in _plots():
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        try:
+            figure = plot(study)
+            parts.append(figure.to_html(full_html=False, include_plotlyjs=include_js))
+            include_js = False
+        except Exception as exc:  # a plot that does not apply to this study
+            logger.info("report: no %s plot (%s)", heading, exc)
+            parts.append(f"<p><em>not available: {html.escape(str(exc))}</em></p>")
+    parts.append("</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, path)
+    return path
