@@ -27,7 +27,18 @@ _EXAMPLES = {
     "train": "hpo-trainer train studies/digits_mlp.py --params best.json --epochs 30",
     "dashboard": "hpo-trainer dashboard --port 8080",
     "report": "hpo-trainer report --study-name digits_mlp --out report.html",
+    "migrate": "hpo-trainer migrate --from sqlite:///runs/studies.db "
+    "--to postgresql+psycopg://user@db/hpo --study-name digits_mlp",
 }
+
+
+def _device_list(text: str) -> list[str]:
+    ids = [d.strip() for d in text.split(",")]
+    if not ids or not all(d.isdigit() for d in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(
+            f"must be distinct GPU ids separated by commas, e.g. 0,1,2,3; got {text!r}"
+        )
+    return ids
 
 
 def _positive_int(text: str) -> int:
@@ -40,9 +51,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Environment variables that set defaults (for containers and job schedulers).
+ENV_STORAGE = "HPO_TRAINER_STORAGE"
+ENV_RUNS_DIR = "HPO_TRAINER_RUNS_DIR"
+
+
+def _runs_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runs-dir",
+        default=os.environ.get(ENV_RUNS_DIR, "runs"),
+        help=f"folder for runs and the default storage (env {ENV_RUNS_DIR})",
+    )
+
+
 def _storage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help="study storage URL (default: sqlite:///RUNS_DIR/studies.db)")
-    p.add_argument("--runs-dir", default="runs", help="folder for runs and the default storage")
+    p.add_argument(
+        "--storage",
+        default=os.environ.get(ENV_STORAGE) or None,
+        help=f"study storage URL (default: sqlite:///RUNS_DIR/studies.db; env {ENV_STORAGE})",
+    )
+    _runs_dir_option(p)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,7 +111,24 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(p)
     p.add_argument("--trials", type=_positive_int, help="finished trials the study should reach")
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
-    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="local worker processes (default 1, or one per device slot)",
+    )
+    p.add_argument(
+        "--devices",
+        type=_device_list,
+        default=None,
+        help="GPU ids to spread local workers over, e.g. 0,1,2,3",
+    )
+    p.add_argument(
+        "--workers-per-device",
+        type=_positive_int,
+        default=1,
+        help="workers sharing each device (default 1)",
+    )
     p.add_argument("--sampler", default=None, help="tpe (default), random, cmaes, gp, qmc, grid")
     p.add_argument(
         "--pruner",
@@ -94,6 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
     p.add_argument("--direction", choices=("minimize", "maximize"))
+
+    p = command("migrate", "copy a study, with all its trials, to another storage")
+    p.add_argument("--from", dest="source", required=True, help="storage URL to copy from")
+    p.add_argument("--to", dest="target", required=True, help="storage URL to copy to")
+    p.add_argument("--study-name", help="default: every study in the source")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a study of the same name in the target"
+    )
 
     p = command("status", "show the studies in a storage: trials by state, best, running")
     _storage_options(p)
@@ -113,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=_positive_int, help="checkpoint every K epochs")
     p.add_argument("--merge-val", action="store_true", help="train on train + val")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
-    p.add_argument("--runs-dir", default="runs", help="folder for runs")
+    _runs_dir_option(p)
 
     p = command("dashboard", "open optuna-dashboard on the study storage")
     _storage_options(p)
@@ -201,11 +254,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
         f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
         f"{args.workers} worker(s), storage {_masked(cfg.storage)}",
     )
+    slots = None
+    if args.devices is not None:
+        from hpo_trainer.search import device_slots
+
+        slots = device_slots(args.devices, args.workers_per_device)
+    workers = args.workers or (len(slots) if slots else 1)
     with _live(args, study, cfg.n_trials):
-        if args.workers == 1:
+        if workers == 1 and slots is None:
             run_worker(trainer, cfg, worker=0)
         else:
-            codes = run_workers(trainer, cfg, n_workers=args.workers)
+            codes = run_workers(trainer, cfg, n_workers=workers, devices=slots)
             if any(c in (130, -2) for c in codes):
                 raise KeyboardInterrupt
     _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
@@ -315,7 +374,9 @@ def _print_status(
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
             print(f"  best: trial {b['trial']}, value {b['value']:.6g}, {params}")
         for r in s["running"]:
-            print(f"  running: trial {r['trial']} at epoch {r['epoch']} (worker {r['worker']})")
+            gpu = r["cuda_visible_devices"]
+            where = f"worker {r['worker']} on {r['host']}" + (f", GPU {gpu}" if gpu else "")
+            print(f"  running: trial {r['trial']} at epoch {r['epoch']} ({where})")
 
 
 def _fmt(value: Any) -> str:
@@ -408,6 +469,17 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from hpo_trainer.migrate import migrate
+
+    copied = migrate(
+        args.source, args.target, study_name=args.study_name, overwrite=args.overwrite
+    )
+    for name, n in copied.items():
+        _say(args, f"copied study {name!r}: {n} trials to {_masked(args.target)}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     import optuna
 
@@ -427,6 +499,7 @@ _COMMANDS = {
     "train": _cmd_train,
     "dashboard": _cmd_dashboard,
     "report": _cmd_report,
+    "migrate": _cmd_migrate,
 }
 
 

@@ -270,6 +270,26 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def device_slots(devices: list[str], per_device: int = 1) -> list[str]:
+    """Return one device id per worker slot: each device repeated ``per_device`` times.
+
+    Raises:
+        ConfigError: If GPUs are visible and a device id names none of them.
+
+    """
+    if torch.cuda.is_available():
+        visible = _visible_gpus()
+        count = len(visible)
+        missing = [d for d in devices if int(d) >= count]
+        if missing:
+            raise ConfigError(
+                f"--devices names GPU {', '.join(missing)}, but only {count} GPU(s) are "
+                f"visible (ids 0..{count - 1}); check nvidia-smi or CUDA_VISIBLE_DEVICES"
+            )
+        devices = [visible[int(d)] for d in devices]
+    return [d for d in devices for _ in range(per_device)]
+
+
 def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) -> dict[str, str]:
     """Return the environment a worker process gets: its torch threads and its GPU.
 
@@ -522,9 +542,7 @@ def run_trial(
     folder = trial_dir(cfg, root)
     ckpt_path = folder / "last.pt"
     attrs: dict[str, Any] = {
-        "worker": worker,
         "device": str(trainer.device),
-        "host": platform.node(),
     }
     if root != trial.number:
         attrs["retry_of"] = root
@@ -532,7 +550,11 @@ def run_trial(
     value = None
     run = None
     resumed = 0
-    trial.set_user_attr("worker", worker)  # so that status shows who runs it
+    # So that status shows who runs it, where, and on which GPU.
+    trial.set_user_attr("worker", worker)
+    trial.set_user_attr("host", platform.node())
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        trial.set_user_attr("cuda_visible_devices", os.environ["CUDA_VISIBLE_DEVICES"])
     try:
         values = {t: space.suggest(trial) for t, space in trainer.spaces.items()}
         run, resumed = _prepare(trainer, values, cfg, root, ckpt_path, attrs)

@@ -285,6 +285,13 @@ def budget_lock(url: str, storage: BaseStorage, study_name: str) -> Any:
         return _FileLock(spec.path.with_name(f"{spec.path.name}.{safe}.lock"))
     if spec.kind == "postgresql" and getattr(storage, "engine", None) is not None:
         return _AdvisoryLock(storage, f"hpo-trainer:{study_name}")
+    if spec.kind == "redis":
+        import redis
+
+        # Expires on its own if a worker dies holding it.
+        return redis.Redis.from_url(spec.url).lock(
+            f"hpo-trainer:budget:{study_name}", timeout=60, blocking_timeout=120
+        )
     return _NullLock()
 
 

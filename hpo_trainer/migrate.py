@@ -1,0 +1,58 @@
+"""Copy studies between storages (e.g. a local SQLite file to a shared PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+
+from hpo_trainer.errors import ConfigError, did_you_mean
+from hpo_trainer.storage import mask_url, open_storage
+
+logger = logging.getLogger(__name__)
+
+
+def migrate(
+    source: str, target: str, *, study_name: str | None = None, overwrite: bool = False
+) -> dict[str, int]:
+    """Copy one study (or every study) with all trials, intermediate values and attributes.
+
+    Args:
+        source: The storage URL to copy from (left untouched).
+        target: The storage URL to copy to.
+        study_name: The study to copy; ``None`` copies every study of the source.
+        overwrite: Replace studies of the same name in the target; without it an existing
+            study is an error and nothing is copied.
+
+    Returns:
+        Trials copied, by study name.
+
+    Raises:
+        ConfigError: If the study does not exist in the source, or exists in the target
+            without ``overwrite``.
+
+    """
+    src = open_storage(source, heartbeat_interval=None)
+    dst = open_storage(target, heartbeat_interval=None)
+    available = [s.study_name for s in optuna.get_all_study_summaries(src, False)]
+    if study_name is not None and study_name not in available:
+        raise ConfigError(
+            f"no study named {study_name!r} in {mask_url(source)}; it has: "
+            f"{', '.join(available) or 'no studies'}." + did_you_mean(study_name, available)
+        )
+    names = [study_name] if study_name is not None else available
+    existing = {s.study_name for s in optuna.get_all_study_summaries(dst, False)}
+    clash = [n for n in names if n in existing]
+    if clash and not overwrite:
+        raise ConfigError(
+            f"{', '.join(repr(n) for n in clash)} already exist(s) in {mask_url(target)}; "
+            "nothing was copied. Pass --overwrite to replace, or copy under another name"
+        )
+    copied = {}
+    for name in names:
+        if name in existing:
+            optuna.delete_study(study_name=name, storage=dst)
+        optuna.copy_study(from_study_name=name, from_storage=src, to_storage=dst)
+        copied[name] = len(optuna.load_study(study_name=name, storage=dst).trials)
+        logger.info("copied %s (%d trials)", name, copied[name])
+    return copied
