@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
 sys.path.insert(0, str(STUDIES))
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 @pytest.fixture(autouse=True, scope="session")

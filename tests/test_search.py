@@ -1,15 +1,12 @@
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
 from hpo_trainer.search import worker_env
@@ -107,46 +104,8 @@ def test_seeded_search_repeats_exactly(make_trainer, tmp_path):
 
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path):
     url = _url(tmp_path)
-    code = (
-        "import sys; from hpo_trainer.studyfile import load_trainer_from_file as load\n"
-        f"tr = load({str(TUNABLE)!r}, runs_dir={str(tmp_path / 'runs')!r}, delay=0.05)\n"
-        f"tr.hyp_opt(epochs=6, iters=2, storage={url!r}, pruner='none', seed=0,\n"
-        "           heartbeat_interval=1, grace_period=2)\n"
-    )
-    study = optuna.create_study(study_name="tunable", storage=url)
-    study.enqueue_trial({"optimizer.lr": 0.05, "model.hidden_size": 32})
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    db = tmp_path / "study.db"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            with sqlite3.connect(db) as con:
-                (n,) = con.execute("SELECT COUNT(*) FROM trial_values").fetchone() or (0,)
-                (steps,) = con.execute(
-                    "SELECT COUNT(*) FROM trial_intermediate_values WHERE trial_id = 1"
-                ).fetchone()
-            if steps >= 3:
-                break
-        assert steps >= 3, "the first trial did not get to epoch 3 in time"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    killed_at = steps
-    # A new run of the same search finishes the study.
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    study = optuna.load_study(study_name="tunable", storage=url)
-    first = study.trials[0]
-    assert first.state == TrialState.FAIL and "failure" not in first.user_attrs
-    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
-    assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resumed_from_epoch"] >= killed_at
-    assert retry.params == first.params
-    # the first attempt's values are kept and the retry continues them to the end
-    assert sorted(retry.intermediate_values) == [1, 2, 3, 4, 5, 6]
-    for step, value in first.intermediate_values.items():
-        assert retry.intermediate_values[step] == value
-    assert sum(t.state in FINISHED for t in study.trials) == 2
+    killed_at = kill_mid_trial_then_resume(url, tmp_path / "runs", "tunable")
+    check_resumed(url, "tunable", killed_at)
 
 
 def test_worker_environment_spreads_gpus_and_threads():
