@@ -199,9 +199,11 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=retry if heartbeat_interval else None,
             )
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+        missing = getattr(cause, "name", None) or str(cause)
         raise StorageError(
-            f"the driver for {mask_url(spec.url)} is not installed ({exc.name}); for "
+            f"the driver for {mask_url(spec.url)} is not installed ({missing}); for "
             "PostgreSQL: pip install 'hpo-trainer[postgres]' and use postgresql+psycopg://"
         ) from None
     except Exception as exc:  # SQLAlchemy raises many kinds for an unreachable database
