@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import ConfigError, HpoTrainerError
+from hpo_trainer.errors import ConfigError, HpoTrainerError, Interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ def _pick_study(storage: Any, name: str | None) -> str:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from hpo_trainer import studyfile
-    from hpo_trainer.search import create_study, make_config, run_worker, run_workers
+    from hpo_trainer.search import create_study, make_config, run_worker
+    from hpo_trainer.workers import run_workers
 
     if not args.debug:
         # The live progress line replaces the per-trial log lines of the workers.
@@ -256,7 +257,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     )
     slots = None
     if args.devices is not None:
-        from hpo_trainer.search import device_slots
+        from hpo_trainer.workers import device_slots
 
         slots = device_slots(args.devices, args.workers_per_device)
     workers = args.workers or (len(slots) if slots else 1)
@@ -264,9 +265,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if workers == 1 and slots is None:
             run_worker(trainer, cfg, worker=0)
         else:
-            codes = run_workers(trainer, cfg, n_workers=workers, devices=slots)
-            if any(c in (130, -2) for c in codes):
-                raise KeyboardInterrupt
+            run_workers(trainer, cfg, n_workers=workers, devices=slots)
     _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
     return 0
 
@@ -518,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except HpoTrainerError as exc:
         if args.debug:
             raise

@@ -69,3 +69,21 @@ def raise_all(problems: list[str], error: type[HpoTrainerError] = ConfigError) -
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise error(f"{len(problems)} problems were found:\n{lines}")
+
+
+class Interrupted(HpoTrainerError):
+    """A search or run was stopped by a signal (Ctrl-C, SIGTERM) at a batch boundary.
+
+    Attributes:
+        signum: The signal received.
+        exit_code: The conventional exit code: 128 + the signal number (130, 143).
+
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(message or f"stopped by {name}")

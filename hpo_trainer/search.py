@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing as mp
 import os
-import pickle
 import platform
+import signal
 import threading
 import time
 import traceback
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo_trainer import checkpoint
@@ -39,9 +39,11 @@ from hpo_trainer.errors import (
     CheckpointError,
     ConfigError,
     HpoTrainerError,
+    Interrupted,
     NonFiniteLossError,
     raise_all,
 )
+from hpo_trainer.interrupt import FLAG, StopFlag, stop_on_signals
 from hpo_trainer.storage import budget_lock, default_url, open_storage, parse_url
 from hpo_trainer.strategies import check_pruner, check_sampler, make_pruner, make_sampler
 
@@ -247,150 +249,10 @@ def search(
     if n_workers == 1:
         run_worker(trainer, cfg, worker=0)
     else:
+        from hpo_trainer.workers import run_workers
+
         run_workers(trainer, cfg, n_workers=n_workers)
     return optuna.load_study(study_name=study.study_name, storage=_storage(cfg))
-
-
-# -- worker processes ----------------------------------------------------------------------
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
-def _visible_gpus() -> list[str]:
-    if not torch.cuda.is_available():
-        return []
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env:
-        return [d.strip() for d in env.split(",") if d.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
-def device_slots(devices: list[str], per_device: int = 1) -> list[str]:
-    """Return one device id per worker slot: each device repeated ``per_device`` times.
-
-    Raises:
-        ConfigError: If GPUs are visible and a device id names none of them.
-
-    """
-    if torch.cuda.is_available():
-        visible = _visible_gpus()
-        count = len(visible)
-        missing = [d for d in devices if int(d) >= count]
-        if missing:
-            raise ConfigError(
-                f"--devices names GPU {', '.join(missing)}, but only {count} GPU(s) are "
-                f"visible (ids 0..{count - 1}); check nvidia-smi or CUDA_VISIBLE_DEVICES"
-            )
-        devices = [visible[int(d)] for d in devices]
-    return [d for d in devices for _ in range(per_device)]
-
-
-def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) -> dict[str, str]:
-    """Return the environment a worker process gets: its torch threads and its GPU.
-
-    Args:
-        worker: The worker's index.
-        n_workers: How many workers share the machine.
-        devices: GPU ids to spread workers over (default: the visible GPUs).
-
-    """
-    threads = max(1, _cores() // n_workers)
-    env = {"OMP_NUM_THREADS": str(threads), "HPO_TRAINER_THREADS": str(threads)}
-    devices = _visible_gpus() if devices is None else devices
-    if devices:
-        env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
-    return env
-
-
-def _worker_main(payload: bytes, cfg: SearchConfig, worker: int) -> None:
-    threads = int(os.environ.get("HPO_TRAINER_THREADS", "0"))
-    if threads:
-        torch.set_num_threads(threads)
-    level = os.environ.get("HPO_TRAINER_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format=f"[worker {worker}] %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trainer = load_trainer(payload)
-    try:
-        run_worker(trainer, cfg, worker=worker)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-
-
-def trainer_payload(trainer: Trainer) -> bytes:
-    """Return how a worker process rebuilds ``trainer``: its study file, or the trainer pickled.
-
-    Raises:
-        ConfigError: If the trainer cannot be pickled and came from no study file.
-
-    """
-    source = getattr(trainer, "source", None)
-    if source is not None:
-        return pickle.dumps(("file", source))
-    try:
-        return pickle.dumps(("pickle", pickle.dumps(trainer)))
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise ConfigError(
-            f"n_workers > 1 needs a trainer that can be sent to worker processes, but it "
-            f"cannot be pickled ({exc}); define models, datasets and metrics at module level "
-            "(not in a function or lambda), or use a study file with `hpo-trainer search`"
-        ) from exc
-
-
-def load_trainer(payload: bytes) -> Trainer:
-    """Rebuild a trainer from :func:`trainer_payload`."""
-    kind, value = pickle.loads(payload)
-    if kind == "file":
-        from hpo_trainer.studyfile import load_trainer_from_file
-
-        path, options = value
-        return load_trainer_from_file(path, **options)
-    return pickle.loads(value)
-
-
-def run_workers(
-    trainer: Trainer, cfg: SearchConfig, *, n_workers: int, devices: list[str] | None = None
-) -> list[int]:
-    """Start ``n_workers`` spawned worker processes on the study and wait for them.
-
-    Returns:
-        The workers' exit codes.
-
-    """
-    payload = trainer_payload(trainer)
-    ctx = mp.get_context("spawn")
-    procs = []
-    saved = dict(os.environ)
-    try:
-        for i in range(n_workers):
-            # A spawned child copies this process's environment when it starts.
-            os.environ.update(worker_env(i, n_workers, devices))
-            proc = ctx.Process(target=_worker_main, args=(payload, cfg, i), name=f"worker-{i}")
-            proc.start()
-            procs.append(proc)
-            os.environ.clear()
-            os.environ.update(saved)
-        for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(timeout=30)
-        raise
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
-    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
-    if bad:
-        logger.warning("workers exited with errors: %s", bad)
-    return codes
 
 
 # -- one worker ----------------------------------------------------------------------------
@@ -442,6 +304,10 @@ def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> Worke
     Returns:
         What this worker did.
 
+    Raises:
+        Interrupted: If SIGINT or SIGTERM arrived; the running trial was left to be retried
+            from its last checkpoint.
+
     """
     storage = _storage(cfg)
     seed = None if cfg.seed is None else cfg.seed + worker * _SEED_STRIDE
@@ -453,9 +319,26 @@ def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> Worke
     )
     lock = budget_lock(cfg.storage, storage, cfg.study_name)
     report = WorkerReport(worker)
+    with stop_on_signals() as flag:
+        _work(trainer, cfg, study, storage, lock, report, flag)
+    return report
+
+
+def _work(
+    trainer: Trainer,
+    cfg: SearchConfig,
+    study: optuna.Study,
+    storage: Any,
+    lock: Any,
+    report: WorkerReport,
+    flag: StopFlag,
+) -> None:
+    """Run the worker loop of :func:`run_worker` (see there)."""
     waiting_said = False
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     while deadline is None or time.monotonic() < deadline:
+        if flag.signum is not None:
+            raise Interrupted(flag.signum)
         with lock:
             if cfg.heartbeat_interval and isinstance(storage, optuna.storages.RDBStorage):
                 optuna.storages.fail_stale_trials(study)
@@ -485,7 +368,7 @@ def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> Worke
             time.sleep(_POLL_SECONDS)
             continue
         waiting_said = False
-        state, epochs = run_trial(trainer, study, trial, cfg, worker=worker)
+        state, epochs = run_trial(trainer, study, trial, cfg, worker=report.worker)
         report.trials += 1
         report.epochs += epochs
         if state == TrialState.COMPLETE:
@@ -494,7 +377,12 @@ def run_worker(trainer: Trainer, cfg: SearchConfig, *, worker: int = 0) -> Worke
             report.pruned += 1
         else:
             report.failed += 1
-    return report
+        if flag.signum is not None:
+            raise Interrupted(
+                flag.signum,
+                f"stopped by {signal.Signals(flag.signum).name}; trial {trial.number} will be "
+                "retried from its last checkpoint when the search runs again",
+            )
 
 
 def _ask(study: optuna.Study) -> optuna.Trial:
@@ -565,11 +453,17 @@ def run_trial(
             CheckpointCallback(folder, every=1, filename="last.pt"),
             board,
         ]
+        FLAG.state = run.state
+        if FLAG.signum is not None:
+            run.state.interrupted = True
         with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
             try:
                 trainer.fit(run, callbacks)
             finally:
+                FLAG.state = None
                 board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
+        if run.state.interrupted:
+            return _leave_for_retry(study, trial, attrs, run.state.epoch, resumed)
         value, best_epoch = _best(run.state.history, cfg.metric, cfg.direction)
         attrs["best_epoch"] = best_epoch
         state = TrialState.COMPLETE
@@ -605,6 +499,23 @@ def run_trial(
     )
     _cleanup_checkpoints(study, cfg)
     return state, epochs_done - resumed
+
+
+def _leave_for_retry(
+    study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], epochs: int, resumed: int
+) -> tuple[TrialState, int]:
+    """Fail an interrupted trial without counting it, and queue it again with its params."""
+    attrs["interrupted"] = f"stopped after epoch {epochs}; re-queued"
+    attrs["epochs"] = epochs
+    for key, val in attrs.items():
+        trial.set_user_attr(key, val)
+    study.tell(trial, state=TrialState.FAIL)
+    frozen = study._storage.get_trial(trial._trial_id)
+    RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)(
+        study, frozen
+    )
+    logger.info("trial %d interrupted after epoch %d; re-queued", trial.number, epochs)
+    return TrialState.FAIL, epochs - resumed
 
 
 def _prepare(
@@ -661,11 +572,6 @@ def best_values(trainer: Trainer, study: optuna.Study) -> dict[str, dict[str, An
     return trainer.resolve_params(best.params)
 
 
-def reseeded(cfg: SearchConfig, **changes: Any) -> SearchConfig:
-    """Return a copy of ``cfg`` with ``changes`` (a convenience for tests and the CLI)."""
-    return replace(cfg, **changes)
-
-
 __all__ = [
     "SearchConfig",
     "WorkerReport",
@@ -675,8 +581,6 @@ __all__ = [
     "make_config",
     "run_trial",
     "run_worker",
-    "run_workers",
     "search",
     "trial_dir",
-    "worker_env",
 ]

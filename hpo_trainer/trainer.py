@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,15 @@ from hpo_trainer.callbacks import (
     ProgressCallback,
     TensorBoardCallback,
 )
-from hpo_trainer.errors import ConfigError, DataError, HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.errors import (
+    ConfigError,
+    DataError,
+    HpoTrainerError,
+    Interrupted,
+    did_you_mean,
+    raise_all,
+)
+from hpo_trainer.interrupt import stop_on_signals
 from hpo_trainer.loop import FitState, History, MetricFn, fit
 from hpo_trainer.space import CLASS, TARGETS, CategoricalDim, Hyperparameters
 
@@ -567,7 +576,19 @@ class Trainer:
             ProgressCallback(enabled=False if self.quiet else None),
         ]
         started = time.perf_counter()
-        self.fit(run, [*stock, *callbacks])
+        with stop_on_signals() as flag:
+            flag.state = run.state
+            try:
+                self.fit(run, [*stock, *callbacks])
+            finally:
+                flag.state = None
+        if run.state.interrupted and flag.signum is not None:
+            raise Interrupted(
+                flag.signum,
+                f"stopped by {signal.Signals(flag.signum).name} after epoch {run.state.epoch}; "
+                f"continue with train(..., resume={str(run_dir)!r}) or "
+                f"`hpo-trainer train ... --resume {run_dir}`",
+            )
         logger.info(
             "trained %d epochs in %.1fs into %s",
             run.state.epoch,

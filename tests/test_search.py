@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
-from hpo_trainer.search import worker_env
+from hpo_trainer.workers import worker_env
 from hpo_trainer.studyfile import load_trainer_from_file
 
 HERE = Path(__file__).resolve().parent
@@ -172,7 +172,8 @@ def test_every_pruner_runs(make_trainer, tmp_path, pruner):
 
 
 def test_eight_workers_on_one_sqlite_file_lose_nothing_to_lock_contention(make_trainer, tmp_path):
-    from hpo_trainer.search import make_config, run_workers
+    from hpo_trainer.search import make_config
+    from hpo_trainer.workers import run_workers
 
     tr = make_trainer()
     cfg = make_config(tr, epochs=2, n_trials=16, storage=_url(tmp_path), seed=0)
