@@ -250,17 +250,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     study = create_study(cfg)
     study.set_user_attr("hpo:study_file", str(Path(args.study_file).resolve()))
     study.set_user_attr("hpo:study_file_sha256", studyfile.file_hash(args.study_file))
-    _say(
-        args,
-        f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
-        f"{args.workers} worker(s), storage {_masked(cfg.storage)}",
-    )
     slots = None
     if args.devices is not None:
         from hpo_trainer.workers import device_slots
 
         slots = device_slots(args.devices, args.workers_per_device)
     workers = args.workers or (len(slots) if slots else 1)
+    _say(
+        args,
+        f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
+        f"{workers} worker(s), storage {_masked(cfg.storage)}",
+    )
     with _live(args, study, cfg.n_trials):
         if workers == 1 and slots is None:
             run_worker(trainer, cfg, worker=0)

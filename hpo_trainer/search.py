@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo_trainer import checkpoint
@@ -511,8 +510,19 @@ def _leave_for_retry(
         trial.set_user_attr(key, val)
     study.tell(trial, state=TrialState.FAIL)
     frozen = study._storage.get_trial(trial._trial_id)
-    RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)(
-        study, frozen
+    # As Optuna's retry of a dead worker's trial does (same system attributes, so the retry
+    # finds the first attempt's checkpoint), but without this attempt's user attributes.
+    system_attrs: dict[str, Any] = {"failed_trial": frozen.number, "retry_history": []}
+    system_attrs.update(frozen.system_attrs)
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], frozen.number]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            system_attrs=system_attrs,
+            intermediate_values=frozen.intermediate_values,
+        )
     )
     logger.info("trial %d interrupted after epoch %d; re-queued", trial.number, epochs)
     return TrialState.FAIL, epochs - resumed

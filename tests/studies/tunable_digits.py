@@ -39,7 +39,7 @@ class SlowTrainer(Trainer):
         return out
 
 
-def make_trainer(delay: float = 0.0, **options) -> Trainer:
+def make_trainer(delay: float = 0.0, crashy: bool = True, **options) -> Trainer:
     splits = load_digits_split()
     options = {"batch_size": 128, "seed": 0, "name": "tunable", "quiet": True, **options}
     tr = SlowTrainer(splits["train"], splits["val"], splits["test"], **options)
@@ -49,7 +49,7 @@ def make_trainer(delay: float = 0.0, **options) -> Trainer:
     opt.set_value("momentum", 0.9)
     tr.set_hyperparameters(opt)
     arch = Hyperparameters()
-    arch.add_categorical("hidden_size", [13, 16, 32])
+    arch.add_categorical("hidden_size", [13, 16, 32] if crashy else [16, 32])
     tr.set_arch_hyperparameters(arch)
     tr.set_model(FlakyNet)
     tr.set_criterion(nn.CrossEntropyLoss)
