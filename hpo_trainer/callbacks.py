@@ -83,6 +83,7 @@ class CheckpointCallback(Callback):
         every: Save after every this many epochs.
         filename: The file name; ``{epoch}`` is filled in (``"last.pt"`` keeps one file).
         extra: Called with the state; its dict is added to each checkpoint.
+        durable: Flush each checkpoint to the disk (see :func:`hpo_trainer.checkpoint.save`).
 
     """
 
@@ -93,7 +94,9 @@ class CheckpointCallback(Callback):
         every: int = 1,
         filename: str = "epoch-{epoch:04d}.pt",
         extra: Callable[[FitState], Mapping[str, Any]] | None = None,
+        durable: bool = True,
     ) -> None:
+        self.durable = durable
         self.directory = Path(directory)
         self.every = every
         self.filename = filename
@@ -117,7 +120,7 @@ class CheckpointCallback(Callback):
         if self.extra is not None:
             ckpt.update(self.extra(state))
         path = self.directory / self.filename.format(epoch=state.epoch)
-        self.last_path = checkpoint.save(ckpt, path)
+        self.last_path = checkpoint.save(ckpt, path, durable=self.durable)
         self._saved = state.epoch
         return self.last_path
 

@@ -51,6 +51,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _storage_arg(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "must be a storage URL, e.g. sqlite:///runs/studies.db, got an empty string; "
+            "leave --storage out for the default"
+        )
+    return text
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {value}")
+    return value
+
+
 #: Environment variables that set defaults (for containers and job schedulers).
 ENV_STORAGE = "HPO_TRAINER_STORAGE"
 ENV_RUNS_DIR = "HPO_TRAINER_RUNS_DIR"
@@ -67,6 +86,7 @@ def _runs_dir_option(p: argparse.ArgumentParser) -> None:
 def _storage_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
+        type=_storage_arg,
         default=os.environ.get(ENV_STORAGE) or None,
         help=f"study storage URL (default: sqlite:///RUNS_DIR/studies.db; env {ENV_STORAGE})",
     )
@@ -141,8 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=("minimize", "maximize"))
 
     p = command("migrate", "copy a study, with all its trials, to another storage")
-    p.add_argument("--from", dest="source", required=True, help="storage URL to copy from")
-    p.add_argument("--to", dest="target", required=True, help="storage URL to copy to")
+    p.add_argument(
+        "--from", dest="source", type=_storage_arg, required=True, help="storage URL to copy from"
+    )
+    p.add_argument(
+        "--to", dest="target", type=_storage_arg, required=True, help="storage URL to copy to"
+    )
     p.add_argument("--study-name", help="default: every study in the source")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a study of the same name in the target"
@@ -171,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("dashboard", "open optuna-dashboard on the study storage")
     _storage_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
 
     p = command("report", "write one HTML file with Optuna's plots of a study")
     _storage_options(p)

@@ -83,6 +83,13 @@ def check_dataset(data: Any, split: str) -> None:
     """
     if in_memory(data) is not None:
         return
+    if isinstance(data, Mapping):
+        kinds = ", ".join(f"{k!r}: {type(v).__name__}" for k, v in list(data.items())[:4])
+        raise DataError(
+            f"the {split} set is a dict, so every value must be a tensor or numpy array of "
+            f"one length, got {{{kinds}}}; convert them, e.g. "
+            "{k: torch.as_tensor(v) for k, v in data.items()}"
+        )
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
         raise DataError(
             f"the {split} set must be a Dataset (with __getitem__ and __len__), a "
@@ -90,7 +97,13 @@ def check_dataset(data: Any, split: str) -> None:
         )
     if len(data) == 0:
         raise DataError(f"the {split} set is empty; give it at least one example")
-    item = data[0]
+    try:
+        item = data[0]
+    except Exception as exc:  # the user's __getitem__: anything may go wrong in it
+        raise DataError(
+            f"item 0 of the {split} set cannot be read: {type(exc).__name__}: {exc}; "
+            f"check the {type(data).__name__}'s __getitem__"
+        ) from exc
     if not isinstance(item, (Mapping, tuple, list)):
         raise DataError(
             f"items of the {split} set must be dicts ({{'x': ..., 'y': ...}}) or tuples "

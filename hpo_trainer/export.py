@@ -73,12 +73,69 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
 
 
 def write(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write an export record as JSON, atomically (never half-written)."""
+    """Write an export record as JSON, atomically (never half-written).
+
+    Args:
+        record: The record (see :func:`best_record`).
+        path: The file to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: If ``path`` is a directory or cannot be written.
+
+    """
+    return write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", path, "best.json")
+
+
+def check_output_path(path: str | os.PathLike[str], example: str) -> Path:
+    """Return ``path`` as a ``Path`` if a file can be written there.
+
+    Args:
+        path: The file to write.
+        example: A file name to suggest when ``path`` is a directory.
+
+    Returns:
+        The path.
+
+    Raises:
+        ConfigError: If ``path`` is a directory.
+
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ConfigError(
+            f"the output file {str(path)!r} is a directory; give a file path, e.g. "
+            f"{str(path / example)!r}"
+        )
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike[str], example: str) -> Path:
+    """Write ``text`` to ``path`` atomically, through a temporary file beside it.
+
+    Args:
+        text: What to write.
+        path: The file to write.
+        example: A file name to suggest when ``path`` is a directory.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: If ``path`` is a directory or cannot be written; nothing is left behind.
+
+    """
+    path = check_output_path(path, example)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the output file {str(path)!r}: {exc}") from None
     return path
 
 
@@ -108,6 +165,16 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(
             f"params file {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
             "export it again with `hpo-trainer export`"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"params file {str(path)!r} is not valid params JSON: it is too deeply nested; "
+            "export it again with `hpo-trainer export`"
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(
+            f"params file {str(path)!r} is not valid JSON ({exc}); export it again with "
+            "`hpo-trainer export`"
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"params file {str(path)!r} must hold a JSON object")

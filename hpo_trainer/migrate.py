@@ -7,7 +7,7 @@ import logging
 import optuna
 
 from hpo_trainer.errors import ConfigError, did_you_mean
-from hpo_trainer.storage import mask_url, open_storage
+from hpo_trainer.storage import mask_url, open_storage, same_storage
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ def migrate(
         Trials copied, by study name.
 
     Raises:
-        ConfigError: If the study does not exist in the source, or exists in the target
-            without ``overwrite``.
+        ConfigError: If the study does not exist in the source, exists in the target
+            without ``overwrite``, or source and target are the same storage (checked before
+            anything is deleted).
 
     """
     src = open_storage(source, heartbeat_interval=None)
@@ -47,6 +48,13 @@ def migrate(
         raise ConfigError(
             f"{', '.join(repr(n) for n in clash)} already exist(s) in {mask_url(target)}; "
             "nothing was copied. Pass --overwrite to replace, or copy under another name"
+        )
+    if clash and same_storage(source, target):
+        # Replacing a study by itself would delete it first and then have nothing to copy.
+        raise ConfigError(
+            f"source and target are the same storage ({mask_url(source)} and "
+            f"{mask_url(target)}); copying {', '.join(repr(n) for n in clash)} onto itself "
+            "would delete it, so nothing was changed. Give a different target (--to)"
         )
     copied = {}
     for name in names:

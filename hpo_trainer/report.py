@@ -39,9 +39,13 @@ def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
         The path written.
 
     Raises:
-        ConfigError: If plotly is missing or the study has no finished trial.
+        ConfigError: If plotly is missing, the study has no finished trial, or ``path`` is a
+            directory or cannot be written.
 
     """
+    from hpo_trainer.export import check_output_path, write_text
+
+    check_output_path(path, "report.html")  # before the plots are drawn
     try:
         import plotly  # noqa: F401
     except ImportError:
@@ -81,9 +85,4 @@ def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
             logger.info("report: no %s plot (%s)", heading, exc)
             parts.append(f"<p><em>not available: {html.escape(str(exc))}</em></p>")
     parts.append("</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, path)
-    return path
+    return write_text("\n".join(parts), path, "report.html")

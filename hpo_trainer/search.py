@@ -14,6 +14,7 @@ lowest validation loss by default), with that epoch recorded as ``best_epoch``.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ from hpo_trainer.errors import (
     raise_all,
 )
 from hpo_trainer.interrupt import FLAG, StopFlag, stop_on_signals
+from hpo_trainer.pruning import FastReporter
 from hpo_trainer.storage import budget_lock, default_url, open_storage, parse_url
 from hpo_trainer.strategies import check_pruner, check_sampler, make_pruner, make_sampler
 
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.1
 _SEED_STRIDE = 100_003
 
 
@@ -134,16 +136,57 @@ def make_config(
     keep_checkpoints: int = 3,
     heartbeat_interval: int = 5,
     grace_period: int | None = None,
+    **unknown: Any,
 ) -> SearchConfig:
     """Check the search options together and return the worker configuration.
+
+    Args:
+        trainer: The configured trainer.
+        epochs: Epochs per trial.
+        n_trials: Finished trials the study should reach in total.
+        study_name: The study's name (default: the trainer's name).
+        storage: The storage URL (default: a SQLite file in the trainer's ``runs_dir``).
+        sampler: A sampler name or object.
+        pruner: A pruner name or object.
+        seed: The base seed of the samplers and trials.
+        timeout: Seconds after which a worker starts no new trial.
+        direction: ``minimize`` or ``maximize`` (default: by the metric).
+        metric: The metric reported and optimised.
+        max_failures: Failed trials after which workers stop (default: a quarter of the
+            budget, at least 10).
+        keep_checkpoints: Checkpoints of this many best trials are kept (0 keeps none).
+        heartbeat_interval: Seconds between heartbeats of a running trial.
+        grace_period: Seconds without a heartbeat before a trial counts as dead (default:
+            four heartbeats).
+        **unknown: Nothing: any other option is reported as unknown.
+
+    Returns:
+        The configuration each worker runs with.
 
     Raises:
         ConfigError: Listing every bad option.
 
     """
+    import inspect
+
+    from hpo_trainer.errors import did_you_mean
+
     problems: list[str] = []
+    if unknown:
+        skip = ("trainer", "unknown")
+        known = [n for n in inspect.signature(make_config).parameters if n not in skip]
+        known.append("n_workers")
+        problems.extend(
+            f"unknown search option {name!r}.{did_you_mean(name, known)} "
+            f"Options: {', '.join(known)}"
+            for name in unknown
+        )
+
+    def is_int(value: Any, least: int) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
     for arg, value in (("epochs", epochs), ("iters (n_trials)", n_trials)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value, 1):
             problems.append(f"{arg} must be an integer >= 1, got {value!r}")
     for check in (lambda: check_sampler(sampler), lambda: check_pruner(pruner)):
         try:
@@ -157,12 +200,40 @@ def make_config(
             f"{', '.join(metrics)}"
         )
     if direction is None:
-        direction = "maximize" if metric.endswith("/acc") else "minimize"
+        by_acc = isinstance(metric, str) and metric.endswith("/acc")
+        direction = "maximize" if by_acc else "minimize"
     if direction not in ("minimize", "maximize"):
         problems.append(f"direction must be 'minimize' or 'maximize', got {direction!r}")
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
         problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
-    storage = storage or default_url(trainer.runs_dir)
+    if seed is not None and (not is_int(seed, 0) or seed >= 2**32):
+        problems.append(f"seed must be an integer in [0, 2**32 - 1] or None, got {seed!r}")
+    if max_failures is not None and not is_int(max_failures, 1):
+        problems.append(
+            f"max_failures must be an integer >= 1 (failed trials after which workers stop) "
+            f"or None, got {max_failures!r}"
+        )
+    if not is_int(keep_checkpoints, 0):
+        problems.append(
+            f"keep_checkpoints must be an integer >= 0 (checkpoints of the best trials to "
+            f"keep), got {keep_checkpoints!r}"
+        )
+    if not is_int(heartbeat_interval, 1):
+        problems.append(
+            f"heartbeat_interval must be a whole number of seconds >= 1, got "
+            f"{heartbeat_interval!r}"
+        )
+    elif grace_period is not None and (
+        not is_int(grace_period, 1) or grace_period <= heartbeat_interval
+    ):
+        problems.append(
+            f"grace_period must be a whole number of seconds longer than heartbeat_interval "
+            f"({heartbeat_interval}), got {grace_period!r}"
+        )
+    if storage is None:
+        storage = default_url(trainer.runs_dir)
     try:
         parse_url(storage)
     except HpoTrainerError as exc:
@@ -287,6 +358,45 @@ class _Heartbeat:
             self._thread.join()
 
 
+def _beat(storage: Any, trial_id: int) -> None:
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial_id)
+
+
+def _fail_silent_trials(study: optuna.Study, storage: Any, older_than: float) -> None:
+    """Fail and re-queue RUNNING trials that never sent a heartbeat and are old.
+
+    Optuna only fails trials whose heartbeat went stale; a worker killed between starting
+    a trial and its first heartbeat (or a process without heartbeats) would otherwise
+    leave a RUNNING trial that blocks the budget forever.
+    """
+    from sqlalchemy import text
+
+    try:
+        with storage.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT t.trial_id, t.datetime_start FROM trials t "
+                    "JOIN studies s ON s.study_id = t.study_id "
+                    "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
+                    "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+                ),
+                {"name": study.study_name},
+            ).fetchall()
+    except Exception as exc:  # Optuna's schema is not ours: never let this stop a worker
+        logger.debug("cannot look for trials without heartbeat: %s", exc)
+        return
+    now = datetime.datetime.now()
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id, started in rows:
+        if started is None or (now - started).total_seconds() < older_than:
+            continue
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            logger.warning("trial %d never sent a heartbeat; failed and re-queued", trial_id)
+            if retry is not None:
+                retry(study, storage.get_trial(trial_id))
+
+
 def _failures(trials: list[optuna.trial.FrozenTrial]) -> int:
     """Failed trials caused by the trial itself (not by a dead worker, which is retried)."""
     return sum(1 for t in trials if t.state == TrialState.FAIL and "failure" in t.user_attrs)
@@ -341,6 +451,7 @@ def _work(
         with lock:
             if cfg.heartbeat_interval and isinstance(storage, optuna.storages.RDBStorage):
                 optuna.storages.fail_stale_trials(study)
+                _fail_silent_trials(study, storage, 3 * cfg.grace_period)
             trials = study.get_trials(deepcopy=False)
             done = sum(1 for t in trials if t.state in _DONE)
             running = sum(1 for t in trials if t.state == TrialState.RUNNING)
@@ -354,6 +465,10 @@ def _work(
                 )
                 break
             trial = _ask(study) if done + running < cfg.n_trials else None
+            if trial is not None and cfg.heartbeat_interval:
+                # Beat at once, still under the lock: a trial must never sit RUNNING
+                # without a heartbeat, or nothing could tell that its worker died.
+                _beat(storage, trial._trial_id)
         if trial is None:
             # The rest of the budget is running in other workers; one of them may die and
             # leave its trial to be retried, so wait rather than exit.
@@ -420,10 +535,25 @@ def run_trial(
 ) -> tuple[TrialState, int]:
     """Train one trial and tell the study how it ended.
 
+    The trial's heartbeat runs from start to end, so a worker that dies at any point
+    leaves a trial that is failed and retried after the grace period.
+
     Returns:
         The trial's final state and the epochs trained in this attempt.
 
     """
+    with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
+        return _run_trial(trainer, study, trial, cfg, worker=worker)
+
+
+def _run_trial(
+    trainer: Trainer,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    cfg: SearchConfig,
+    *,
+    worker: int,
+) -> tuple[TrialState, int]:
     started = time.perf_counter()
     root = _root_number(trial)
     folder = trial_dir(cfg, root)
@@ -448,19 +578,20 @@ def run_trial(
         hparams = {f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()}
         board = TensorBoardCallback(folder, hparams=hparams)
         callbacks = [
-            PruningCallback(trial, cfg.metric),
-            CheckpointCallback(folder, every=1, filename="last.pt"),
+            PruningCallback(FastReporter(study, trial), cfg.metric),
+            # Every epoch, so a crash loses at most one; not fsynced (the checksum beside
+            # it catches a torn write after a power cut, and the retry then starts over).
+            CheckpointCallback(folder, every=1, filename="last.pt", durable=False),
             board,
         ]
         FLAG.state = run.state
         if FLAG.signum is not None:
             run.state.interrupted = True
-        with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
-            try:
-                trainer.fit(run, callbacks)
-            finally:
-                FLAG.state = None
-                board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
+        try:
+            trainer.fit(run, callbacks)
+        finally:
+            FLAG.state = None
+            board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
         if run.state.interrupted:
             return _leave_for_retry(study, trial, attrs, run.state.epoch, resumed)
         value, best_epoch = _best(run.state.history, cfg.metric, cfg.direction)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ TARGETS = ("model", "optimizer", "scheduler", "loader", "criterion")
 CLASS = "class"
 
 _PRIMITIVE = (str, int, float, bool, type(None))
+#: The largest integer a float (as Optuna stores values) holds exactly.
+_MAX_INT = 2**53
 _UNSET: Any = object()
 
 
@@ -75,12 +78,16 @@ class FloatDim(Dimension):
 
     def sample(self, rng: random.Random) -> float:
         """Draw a value at random."""
+        low, high = float(self.low), float(self.high)
         if self.step is not None:
-            n = int(math.floor((self.high - self.low) / self.step + 1e-9))
-            return self.low + self.step * rng.randint(0, n)
+            n = int(math.floor((high - low) / self.step + 1e-9))
+            # low + n * step may round a hair above high (0.1 * 3 > 0.3): clip it.
+            return min(high, low + self.step * rng.randint(0, n))
         if self.log:
-            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        return rng.uniform(self.low, self.high)
+            value = math.exp(rng.uniform(math.log(low), math.log(high)))
+        else:
+            value = rng.uniform(low, high)
+        return min(high, max(low, value))
 
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         """Ask ``trial`` for a value."""
@@ -93,6 +100,14 @@ class FloatDim(Dimension):
         tol = 1e-9 * max(1.0, abs(self.high))
         if not self.low - tol <= stored <= self.high + tol:
             raise ValueError(f"must lie in [{self.low}, {self.high}], got {stored!r}")
+        if self.step is not None:
+            k = (stored - self.low) / self.step
+            if abs(k - round(k)) > 1e-8 * max(1.0, (abs(self.low) + abs(self.high)) / self.step):
+                nearest = min(float(self.high), self.low + round(k) * self.step)
+                raise ValueError(
+                    f"must lie on the grid {self.low} + k * {self.step} (step {self.step}), "
+                    f"got {stored!r}; the nearest value is {nearest:.10g}"
+                )
         return float(stored)
 
     def __str__(self) -> str:
@@ -116,6 +131,12 @@ class IntDim(Dimension):
                 raise SpaceError(
                     f"an int range needs integer bounds and step, got {bound!r}; "
                     "use add_float for real numbers"
+                )
+        for bound in (self.low, self.high):
+            if abs(bound) > _MAX_INT:
+                raise SpaceError(
+                    f"int range bounds must lie within -2**53 .. 2**53 (Optuna stores values "
+                    f"as floats, which cannot tell larger integers apart), got {bound!r}"
                 )
         if self.log and self.step != 1:
             raise SpaceError(f"a log int range must have step 1, got step={self.step}")
@@ -168,6 +189,12 @@ class CategoricalDim(Dimension):
                 "a categorical needs at least one choice, got an empty list; "
                 "give the choices, e.g. add_categorical('optimizer', [SGD, Adam])"
             )
+        if any(isinstance(c, float) and math.isnan(c) for c in self.choices):
+            raise SpaceError(
+                f"a categorical choice cannot be NaN, got {list(self.choices)!r}: NaN equals "
+                "nothing, not even itself, so a stored NaN could never be matched back; use "
+                "None or a string such as 'nan'"
+            )
         labels = tuple(_label(c) for c in self.choices)
         dupes = sorted({str(x) for x in labels if labels.count(x) > 1})
         if dupes:
@@ -203,14 +230,37 @@ class CategoricalDim(Dimension):
         return f"one of {list(self.labels)!r}"
 
 
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _is_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float range
+        return False
+
+
 def _check_bounds(low: float, high: float, log: bool, step: float | None) -> None:
     for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or math.isnan(bound):
+        if not _is_number(bound) or isinstance(bound, float) and math.isnan(bound):
             raise SpaceError(f"range bounds must be numbers, got {bound!r}")
+    for bound in (low, high):
+        if not _is_finite(bound):
+            raise SpaceError(
+                f"range bounds must be finite numbers, got {bound!r}; give the largest and "
+                "smallest values you want searched"
+            )
     if low >= high:
         raise SpaceError(
             f"a range needs low < high, got low={low!r}, high={high!r}; "
             "swap them, or use set_value for a single value"
+        )
+    width = float(high) - float(low)
+    if not math.isfinite(width):
+        raise SpaceError(
+            f"the range [{low!r}, {high!r}] is wider than the largest float; narrow it, or "
+            "search a log range"
         )
     if log and low <= 0:
         raise SpaceError(
@@ -218,10 +268,25 @@ def _check_bounds(low: float, high: float, log: bool, step: float | None) -> Non
             "(e.g. 1e-6), or use set_range(name, -6, -1) for 10**-6 .. 10**-1"
         )
     if step is not None:
+        if not _is_number(step):
+            raise SpaceError(f"a step must be a positive number or None, got step={step!r}")
+        if not _is_finite(step):
+            raise SpaceError(f"a step must be a finite positive number, got step={step!r}")
         if step <= 0:
             raise SpaceError(f"a step must be positive, got step={step!r}")
         if log:
             raise SpaceError("a float range cannot be both log and stepped; choose one")
+        if step > width * (1 + 1e-9):
+            raise SpaceError(
+                f"a step of {step!r} is wider than the range [{low!r}, {high!r}], so only "
+                f"{low!r} could ever be drawn; use a step of at most {width:g}, or set_value "
+                "for a single value"
+            )
+        if width / step > _MAX_INT:
+            raise SpaceError(
+                f"a step of {step!r} cuts [{low!r}, {high!r}] into more than 2**53 points, "
+                "more than floats can tell apart; use a larger step, or no step"
+            )
 
 
 @dataclass
@@ -277,8 +342,22 @@ class Hyperparameters:
         Returns:
             ``self``, for chaining.
 
+        Raises:
+            SpaceError: If ``names`` is neither a name nor a list of names.
+
         """
-        for name in [names] if isinstance(names, str) else list(names):
+        if isinstance(names, str):
+            names = [names]
+        elif isinstance(names, Iterable) and not isinstance(names, (bytes, Mapping)):
+            names = list(names)
+        else:
+            raise SpaceError(
+                f"register takes a name or a list of names (keyword arguments of the "
+                f"{self.target}), got {names!r}; e.g. register(['lr', 'momentum'])"
+            )
+        for name in names:
+            self._check_name(name)
+        for name in names:
             self._entry(name, create=True)
         return self
 
@@ -297,6 +376,14 @@ class Hyperparameters:
 
         """
         _check_bounds(low, high, False, None)
+        lowest, highest = sys.float_info.min_10_exp, sys.float_info.max_10_exp
+        if not lowest <= low < high <= highest:
+            raise SpaceError(
+                f"set_range takes base-10 exponents: set_range({name!r}, {low!r}, {high!r}) "
+                f"means 10**{low!r} .. 10**{high!r}, but an exponent must lie in "
+                f"[{lowest}, {highest}] for a float to hold it; e.g. set_range({name!r}, -5, "
+                "-1) searches 1e-5 .. 1e-1"
+            )
         return self._set_dim(name, FloatDim(10.0**low, 10.0**high, log=True), None)
 
     def set_value(self, name: str, value: Any) -> Hyperparameters:
@@ -305,7 +392,16 @@ class Hyperparameters:
         Returns:
             ``self``, for chaining.
 
+        Raises:
+            SpaceError: If ``name`` is not an identifier, or is ``"class"`` and ``value``
+                is not a class.
+
         """
+        if name == CLASS and value is not None and not callable(value):
+            raise SpaceError(
+                f"'class' fixes the {self.target} class itself, so its value must be a class "
+                f"such as SGD, got {value!r}"
+            )
         entry = self._entry(name, create=True)
         entry.value = value
         entry.active = False
@@ -404,7 +500,21 @@ class Hyperparameters:
                 f"choices for {name!r} must be a list, got {choices!r}; "
                 f"write add_categorical({name!r}, [{choices!r}, ...])"
             )
-        return self._set_dim(name, CategoricalDim(tuple(choices)), when)
+        if isinstance(choices, (set, frozenset)):
+            raise SpaceError(
+                f"choices for {name!r} must come in a fixed order, a list or tuple, not a set: "
+                "a set's order changes from process to process, so workers would disagree "
+                f"on the choices; write add_categorical({name!r}, sorted(...)) or a list"
+            )
+        choices = tuple(choices)
+        if name == CLASS:
+            odd = [c for c in choices if c is not None and not callable(c)]
+            if odd:
+                raise SpaceError(
+                    f"'class' chooses the {self.target} class itself, so its choices must be "
+                    f"classes such as SGD, got {odd[0]!r}"
+                )
+        return self._set_dim(name, CategoricalDim(choices), when)
 
     def choose_class(self, choices: Sequence[type]) -> Hyperparameters:
         """Search the target class itself, e.g. ``choose_class([SGD, Adam])``.
@@ -562,12 +672,15 @@ class Hyperparameters:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _entry(self, name: str, *, create: bool = False) -> _Entry:
+    def _check_name(self, name: Any) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise SpaceError(
                 f"a hyperparameter name must be a Python identifier (a keyword argument "
                 f"of the {self.target}), got {name!r}"
             )
+
+    def _entry(self, name: str, *, create: bool = False) -> _Entry:
+        self._check_name(name)
         if name not in self._entries:
             if not create:
                 raise SpaceError(
@@ -581,15 +694,27 @@ class Hyperparameters:
     def _set_dim(
         self, name: str, dim: Dimension, when: Mapping[str, Any] | None
     ) -> Hyperparameters:
-        entry = self._entry(name, create=True)
-        entry.dim = dim
-        entry.active = True
-        entry.when = {}
+        self._check_name(name)
+        if name == CLASS and not isinstance(dim, CategoricalDim):
+            raise SpaceError(
+                f"'class' chooses the {self.target} class itself, so it must be a categorical "
+                f"of classes, e.g. choose_class([SGD, Adam]); got a {dim} range"
+            )
+        if when is not None and not isinstance(when, Mapping):
+            raise SpaceError(
+                f"when must be a dict {{parent name: value or list of values}}, e.g. "
+                f"when={{'class': SGD}}, got {when!r}"
+            )
+        conditions = {}
         for parent, values in (when or {}).items():
             if parent == name:
                 raise SpaceError(f"{name!r} cannot depend on itself")
             many = values if isinstance(values, (list, set, frozenset)) else [values]
-            entry.when[parent] = tuple(_label(v) for v in many)
+            conditions[parent] = tuple(_label(v) for v in many)
+        entry = self._entry(name, create=True)
+        entry.dim = dim
+        entry.active = True
+        entry.when = conditions
         return self
 
     def _order(self) -> list[str]:

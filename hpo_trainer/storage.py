@@ -45,9 +45,56 @@ _FORMS = (
 )
 
 
+#: The URL schemes (before any ``+driver``) this module knows.
+_SCHEMES = (
+    "sqlite",
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "journal",
+    "redis",
+    "rediss",
+    "unix",
+)
+
+#: A URL inside free text (an error message may quote one).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+#: A password given as a query parameter or in a libpq-style DSN.
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=[^&\s'\"]*")
+
+
+def _mask_one(url: str) -> str:
+    """Mask the password of one ``scheme://user:password@host/...`` URL."""
+    head, sep, rest = url.partition("://")
+    query = rest.find("?")
+    # The password may hold '@', '/' or '?': the user info ends at the last '@' before
+    # the query, or at the last '@' of all when the query sign is part of the password.
+    at = rest.rfind("@", 0, query) if query >= 0 else rest.rfind("@")
+    if at < 0 and query >= 0:
+        at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _password = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:***{rest[at:]}"
+    return head + sep + rest
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", str(url))
+    """Return ``url`` (or a message quoting URLs) with every password replaced by ``***``.
+
+    Masks ``user:password@`` (also an empty user, and passwords holding ``@``, ``/`` or
+    ``?``) and ``password=`` query parameters.
+
+    Args:
+        url: A storage URL, or any text that may contain one.
+
+    Returns:
+        The text with passwords replaced.
+
+    """
+    text = _URL_IN_TEXT.sub(lambda m: _mask_one(m.group(0)), str(url))
+    return _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}=***", text)
 
 
 def default_url(runs_dir: str | os.PathLike[str]) -> str:
@@ -81,8 +128,24 @@ def parse_url(url: str) -> StorageSpec:
     """
     if not isinstance(url, str) or not url.strip():
         raise StorageError(f"a storage URL must be a non-empty string, got {url!r}; use {_FORMS}")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9]*)(\+[A-Za-z0-9_]+)?:", url)
+    if (
+        scheme is not None
+        and scheme.group(1) != scheme.group(1).lower()
+        and scheme.group(1).lower() in _SCHEMES
+    ):
+        lowered = scheme.group(0).lower() + url[scheme.end() :]
+        raise StorageError(
+            f"storage URL schemes are lower case: {mask_url(url)!r} starts with "
+            f"{scheme.group(0)!r}. Did you mean {mask_url(lowered)!r}?"
+        )
     if url.startswith("journal:"):
-        return StorageSpec(url, "journal", Path(url[len("journal:") :]))
+        path = url[len("journal:") :]
+        if not path.strip():
+            raise StorageError(
+                f"the journal URL {url!r} names no file; give one, e.g. journal:runs/study.log"
+            )
+        return StorageSpec(url, "journal", Path(path))
     if url.endswith((".log", ".jsonl")) and "://" not in url:
         return StorageSpec(f"journal:{url}", "journal", Path(url))
     if url.startswith(("redis://", "rediss://", "unix://")):
@@ -163,12 +226,15 @@ def open_storage(
 
     """
     spec = parse_url(url)
+    if spec.path is not None:
+        _prepare_file(spec)
     if spec.kind == "journal":
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(spec.path)))
+        try:
+            return JournalStorage(JournalFileBackend(str(spec.path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open the journal file {spec.path}: {exc}") from None
     if spec.kind == "redis":
         from optuna.storages.journal import JournalRedisBackend, JournalStorage
 
@@ -176,16 +242,27 @@ def open_storage(
             return JournalStorage(JournalRedisBackend(spec.url))
         except ImportError as exc:
             raise StorageError(
-                f"{spec.url} needs the redis package: pip install redis ({exc})"
-            ) from exc
+                f"{mask_url(spec.url)} needs the redis package: pip install redis ({exc})"
+            ) from None
+        except Exception as exc:  # redis raises its own ConnectionError, TimeoutError, ...
+            raise StorageError(
+                f"cannot open the storage {mask_url(spec.url)}: {_first_line(exc)}. Check that "
+                "the server is running and the host, port and password are right"
+            ) from None
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
     engine_kwargs: dict[str, Any] = {}
     if spec.kind == "sqlite":
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
         # WAL is a property of the file; set it before anything else opens it.
-        with contextlib.closing(sqlite3.connect(spec.path, timeout=120)) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+        try:
+            with contextlib.closing(sqlite3.connect(spec.path, timeout=120)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot open the SQLite file {spec.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(
+                f"{spec.path} is not a SQLite database ({exc}); give the path of a study "
+                "database, or of a file that does not exist yet"
+            ) from None
         engine_kwargs["connect_args"] = {"timeout": 120}
     else:
         engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2)
@@ -214,6 +291,77 @@ def open_storage(
     if spec.kind == "sqlite":
         _tune_sqlite(storage)
     return storage
+
+
+def _prepare_file(spec: StorageSpec) -> None:
+    """Check that a SQLite or journal path can be a file, and create its folder.
+
+    Raises:
+        StorageError: If the path is a folder or its folder cannot be created.
+
+    """
+    path = spec.path
+    if path is None:
+        return
+    if path.is_dir():
+        example = "studies.db" if spec.kind == "sqlite" else "study.log"
+        raise StorageError(
+            f"the {spec.kind} storage {str(path)!r} is a directory, not a file; name a file "
+            f"in it, e.g. {str(path / example)!r}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the folder of the {spec.kind} storage {str(path)!r}: {exc}"
+        ) from None
+
+
+def _server_key(url: str) -> tuple[Any, ...]:
+    """Return what identifies the database a server URL names (driver and login aside)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a form SQLAlchemy parses: compare the URL itself
+        return (url,)
+    backend = parsed.drivername.partition("+")[0]
+    backend = {"postgres": "postgresql", "mariadb": "mysql", "rediss": "redis"}.get(
+        backend, backend
+    )
+    host = (parsed.host or "localhost").lower()
+    host = "localhost" if host in ("127.0.0.1", "::1") else host
+    port = parsed.port or {"postgresql": 5432, "mysql": 3306, "redis": 6379}.get(backend)
+    database = parsed.database or ("0" if backend == "redis" else None)
+    return (backend, host, port, database)
+
+
+def same_storage(first: str, second: str) -> bool:
+    """Return whether two storage URLs name the same storage (the same file or database).
+
+    Files are compared by their resolved path (or as the same file on disk); server URLs by
+    kind, host, port and database, ignoring the driver, user and password.
+
+    Args:
+        first: A storage URL.
+        second: Another storage URL.
+
+    Returns:
+        ``True`` if both name one storage.
+
+    """
+    try:
+        a, b = parse_url(first), parse_url(second)
+    except StorageError:
+        return False
+    if a.path is not None or b.path is not None:
+        if a.kind != b.kind or a.path is None or b.path is None:
+            return False
+        with contextlib.suppress(OSError):
+            if a.path.exists() and b.path.exists():
+                return os.path.samefile(a.path, b.path)
+        return a.path.resolve() == b.path.resolve()
+    return _server_key(a.url) == _server_key(b.url)
 
 
 def _first_line(exc: BaseException) -> str:

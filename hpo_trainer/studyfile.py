@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.errors import ConfigError, HpoTrainerError
 
 if TYPE_CHECKING:
     from hpo_trainer.trainer import Trainer
@@ -53,8 +54,17 @@ def load_module(path: str | Path) -> ModuleType:
 def load_trainer_from_file(path: str | Path, **options: Any) -> Trainer:
     """Import a study file and build its trainer with ``make_trainer(**options)``.
 
+    Args:
+        path: The study file.
+        **options: Keyword options for ``make_trainer`` (``runs_dir``, ``quiet``, ...).
+
+    Returns:
+        The trainer, with :attr:`~hpo_trainer.Trainer.source` set so workers can rebuild it.
+
     Raises:
-        ConfigError: If the file has no ``make_trainer`` or it does not return a Trainer.
+        ConfigError: If the file has no ``make_trainer``, it does not take the options,
+            it raises (other than an hpo-trainer error, which passes through), or it does
+            not return a Trainer.
 
     """
     from hpo_trainer.trainer import Trainer
@@ -66,7 +76,24 @@ def load_trainer_from_file(path: str | Path, **options: Any) -> Trainer:
             f"study file {str(path)!r} must define make_trainer(**options) returning a "
             "configured hpo_trainer.Trainer"
         )
-    trainer = make(**options)
+    try:
+        inspect.signature(make).bind(**options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"make_trainer() in {str(path)!r} does not accept the options it is given "
+            f"({', '.join(options) or 'none'}): {exc}; define it as "
+            "make_trainer(**options) and pass the options on to Trainer(...)"
+        ) from None
+    except ValueError:
+        pass  # no signature to inspect (a builtin): let the call itself tell
+    try:
+        trainer = make(**options)
+    except HpoTrainerError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"make_trainer() in {str(path)!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(trainer, Trainer):
         raise ConfigError(
             f"make_trainer() in {str(path)!r} must return a Trainer, got {type(trainer).__name__}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+import os
 import random
 import signal
 import time
@@ -62,15 +64,35 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(
             f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
         ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} needs CUDA, but no CUDA GPU is available here (torch "
+                f"{torch.__version__}); use device='auto' or 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(
+                f"device {device!r} names CUDA GPU {resolved.index}, but only {count} "
+                f"{'is' if count == 1 else 'are'} visible; use cuda:0 .. cuda:{count - 1}"
+            )
+    if resolved.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {device!r} needs Apple's MPS, which is not available here")
+    return resolved
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
 
 
 def _amp_mode(amp: bool | str | None, device: torch.device) -> str | None:
@@ -162,17 +184,34 @@ class Trainer:
         raise_all(problems, DataError)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
-        if grad_clip is not None and not grad_clip > 0:
+        if grad_clip is not None and not _is_positive_number(grad_clip):
             problems.append(f"grad_clip must be a positive number or None, got {grad_clip!r}")
-        if not isinstance(name, str) or not name or "/" in name:
-            problems.append(f"name must be a non-empty string without '/', got {name!r}")
+        problems.extend(p for p in [_folder_name_problem("name", name)] if p)
+        if not isinstance(runs_dir, (str, os.PathLike)) or not str(runs_dir).strip():
+            problems.append(
+                f"runs_dir must be a folder path (a str or Path), got {runs_dir!r}; the "
+                "default is 'runs'"
+            )
+        if not (amp is None or isinstance(amp, bool) or amp in ("bf16", "fp16")):
+            problems.append(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            problems.append(f"seed must be an integer or None, got {seed!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            problems.append(
+                f"num_workers must be an integer >= 0 (0 loads batches in this process), "
+                f"got {num_workers!r}"
+            )
+        try:
+            resolved = resolve_device(device)
+        except ConfigError as exc:
+            problems.append(str(exc))
         raise_all(problems)
         # In-memory data is converted to tensors once here, not again in every trial.
         self.train_data, self.val_data, self.test_data = (
             _as_tensors(ds) for ds in (train_data, val_data, test_data)
         )
         self.batch_size = batch_size
-        self.device = resolve_device(device)
+        self.device = resolved
         self.seed = seed
         self.amp = amp
         self.grad_clip = grad_clip
@@ -195,21 +234,41 @@ class Trainer:
 
     # -- the template's setters ----------------------------------------------------------
 
-    def set_model(self, model_class: type[nn.Module]) -> None:
-        """Set the model class, built fresh for every run."""
-        self._classes["model"] = model_class
+    def set_model(self, model_class: type[nn.Module] | None) -> None:
+        """Set the model class, built fresh for every run.
+
+        Raises:
+            ConfigError: If ``model_class`` is not a class (or a function building a model).
+
+        """
+        self._classes["model"] = _check_class("model", model_class)
 
     def set_criterion(self, criterion: Any) -> None:
-        """Set the loss: a class such as ``nn.CrossEntropyLoss``, an instance, or a function."""
-        self._classes["criterion"] = criterion
+        """Set the loss: a class such as ``nn.CrossEntropyLoss``, an instance, or a function.
 
-    def set_optimizer(self, optimizer_class: type[torch.optim.Optimizer]) -> None:
-        """Set the optimizer class (it may instead be searched with ``choose_class``)."""
-        self._classes["optimizer"] = optimizer_class
+        Raises:
+            ConfigError: If ``criterion`` is not callable.
+
+        """
+        self._classes["criterion"] = _check_class("criterion", criterion)
+
+    def set_optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None) -> None:
+        """Set the optimizer class (it may instead be searched with ``choose_class``).
+
+        Raises:
+            ConfigError: If ``optimizer_class`` is not a class (e.g. a name or an instance).
+
+        """
+        self._classes["optimizer"] = _check_class("optimizer", optimizer_class)
 
     def set_scheduler(self, scheduler_class: Any) -> None:
-        """Set the learning-rate scheduler class (stepped once per epoch)."""
-        self._classes["scheduler"] = scheduler_class
+        """Set the learning-rate scheduler class (stepped once per epoch).
+
+        Raises:
+            ConfigError: If ``scheduler_class`` is not a class (e.g. a name or an instance).
+
+        """
+        self._classes["scheduler"] = _check_class("scheduler", scheduler_class)
 
     def prime_model(self, *args: Any, **kwargs: Any) -> None:
         """Fix arguments passed to the model class in every run."""
@@ -261,7 +320,22 @@ class Trainer:
         self._spaces[target] = hyp
 
     def add_metric(self, name: str, fn: MetricFn) -> None:
-        """Track ``fn(preds, target)``, averaged over examples, as ``val/<name>``."""
+        """Track ``fn(preds, target)``, averaged over examples, as ``val/<name>``.
+
+        Raises:
+            ConfigError: If ``name`` is not a non-empty string or ``fn`` is not callable.
+
+        """
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            raise ConfigError(
+                f"a metric name must be a non-empty string without '/' (it is logged as "
+                f"val/<name>), got {name!r}"
+            )
+        if not callable(fn):
+            raise ConfigError(
+                f"metric {name!r} must be a callable fn(preds, target) returning a number, "
+                f"got {type(fn).__name__} {fn!r}"
+            )
         self._metric_fns[name] = fn
 
     @property
@@ -321,7 +395,31 @@ class Trainer:
                 problems.append(f"{target} space: {exc}")
                 continue
             problems.extend(self._check_names(target, hyp))
+        problems.extend(self._check_primed())
         raise_all(problems)
+
+    def _check_primed(self) -> list[str]:
+        """Primed keywords that a class set (or searched) for their target does not take."""
+        problems = []
+        for target in ("model", "optimizer", "scheduler", "criterion"):
+            args, primed = self._primed[target]
+            hyp = self._spaces.get(target)
+            if hyp is not None:
+                classes = self._candidate_classes(target, hyp)
+            else:
+                classes = [self._classes[target]] if self._classes[target] is not None else []
+            for cls in classes:
+                if not isinstance(cls, type) and target == "criterion":
+                    continue  # an instance or function is used as it is, unprimed
+                accepted = _keyword_names(cls, _SUPPLIED.get(target, 0) + len(args))
+                for name in primed:
+                    if accepted is not None and name not in accepted:
+                        problems.append(
+                            f"prime_{target}({name}=...): {name!r} is not an argument of "
+                            f"{target} {_label_of(cls)} (it takes "
+                            f"{', '.join(accepted) or 'none'})." + did_you_mean(name, accepted)
+                        )
+        return problems
 
     def _space_chooses_class(self, target: str) -> bool:
         hyp = self._spaces.get(target)
@@ -390,6 +488,16 @@ class Trainer:
                     "them with set_value()"
                 )
             return {t: h.sample(seed=0) for t, h in self._spaces.items()}
+        if not isinstance(params, Mapping):
+            hint = (
+                f"; to use a params file, pass params=export.read({str(params)!r})['params']"
+                if isinstance(params, (str, os.PathLike))
+                else ""
+            )
+            raise ConfigError(
+                "params must be a mapping {target: {name: value}} (or flat "
+                f"{{'target.name': value}}), got {type(params).__name__} {params!r}{hint}"
+            )
         grouped = group_params(params)
         problems = [
             f"params name a target {t!r} that has no search space (targets with spaces: "
@@ -410,13 +518,32 @@ class Trainer:
         """Return the searched part of ``values`` as stored: ``{target: {name: label}}``."""
         return {t: self._spaces[t].encode(v) for t, v in values.items() if t in self._spaces}
 
-    def _build(self, target: str, values: Mapping[str, Any], *lead: Any) -> Any:
+    def _build(
+        self, target: str, values: Mapping[str, Any], *lead: Any, explain: bool = False
+    ) -> Any:
         values = dict(values)
         cls = values.pop(CLASS, None) or self._classes[target]
         args, kwargs = self._primed[target]
         if target == "criterion" and not isinstance(cls, type):
             return cls  # an instance or a plain function is used as it is
-        return cls(*lead, *args, **{**kwargs, **values})
+        try:
+            built = cls(*lead, *args, **{**kwargs, **values})
+        except HpoTrainerError:
+            raise
+        except Exception as exc:
+            if not explain:
+                raise  # a trial records the user's own exception as its failure
+            raise ConfigError(
+                f"building the {target} {_label_of(cls)} failed: {type(exc).__name__}: "
+                f"{exc}; check set_{target}(...), prime_{target}(...) and the {target} "
+                "search space"
+            ) from exc
+        if target == "model" and not isinstance(built, nn.Module):
+            raise ConfigError(
+                f"the model {_label_of(cls)} built a {type(built).__name__}, not a "
+                "torch.nn.Module; set_model takes an nn.Module subclass"
+            )
+        return built
 
     def build(
         self,
@@ -425,6 +552,7 @@ class Trainer:
         epochs: int,
         seed: int | None = None,
         with_test: bool = True,
+        explain: bool = False,
     ) -> Run:
         """Build a fresh model, optimizer, scheduler and data batches for one run.
 
@@ -433,9 +561,14 @@ class Trainer:
             epochs: The number of epochs the run will train.
             seed: Seeds the model's initialisation and the shuffles.
             with_test: Evaluate the test set every epoch.
+            explain: Turn an exception raised by a user class into a :class:`ConfigError`
+                naming the target and the class (a trial keeps the original exception).
 
         Returns:
             The run, ready for :func:`hpo_trainer.loop.fit`.
+
+        Raises:
+            ConfigError: If ``explain`` and building a target failed.
 
         """
         generator = torch.Generator()
@@ -444,14 +577,18 @@ class Trainer:
             generator.manual_seed(seed)
         else:
             generator.seed()
-        model = self._build("model", values.get("model", {})).to(self.device)
-        criterion = self._build("criterion", values.get("criterion", {}))
+        model = self._build("model", values.get("model", {}), explain=explain).to(self.device)
+        criterion = self._build("criterion", values.get("criterion", {}), explain=explain)
         if isinstance(criterion, nn.Module):
             criterion = criterion.to(self.device)
-        optimizer = self._build("optimizer", values.get("optimizer", {}), model.parameters())
+        optimizer = self._build(
+            "optimizer", values.get("optimizer", {}), model.parameters(), explain=explain
+        )
         scheduler = None
         if self._classes["scheduler"] is not None or "scheduler" in self._spaces:
-            scheduler = self._build("scheduler", values.get("scheduler", {}), optimizer)
+            scheduler = self._build(
+                "scheduler", values.get("scheduler", {}), optimizer, explain=explain
+            )
         amp = _amp_mode(self.amp, self.device)
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         batch_size = values.get("loader", {}).get("batch_size", self.batch_size)
@@ -548,11 +685,21 @@ class Trainer:
         for arg, value in (("epochs", epochs), ("update_every", update_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{arg} must be an integer >= 1, got {value!r}")
-        if save_every is not None and (not isinstance(save_every, int) or save_every < 1):
+        if save_every is not None and (
+            isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1
+        ):
             problems.append(f"save_every must be an integer >= 1 or None, got {save_every!r}")
+        if not isinstance(resume, (bool, str, os.PathLike)):
+            problems.append(
+                f"resume must be False, True (the newest run) or a run folder path, got {resume!r}"
+            )
+        if run_name is not None:
+            problems.extend(p for p in [_folder_name_problem("run_name", run_name)] if p)
+        problems.extend(_callback_problems(callbacks))
         raise_all(problems)
         self.check()
         ckpt = None
+        run_dir: Path | None = None
         if resume:
             run_dir = self._resume_dir(resume)
             ckpt = checkpoint.load_latest(sorted((run_dir / "checkpoints").glob("epoch-*.pt")))
@@ -564,9 +711,11 @@ class Trainer:
             logger.info("resuming %s from epoch %d (%s)", run_dir, ckpt["epoch"], ckpt["path"])
         else:
             values = self.resolve_params(params)
+        # Build first: a class that fails to build must not leave an empty run folder.
+        run = self.build(values, epochs=epochs, seed=self.seed, explain=True)
+        if run_dir is None:
             run_dir = _new_run_dir(self.runs_dir, run_name or self.name)
         self.run_dir = run_dir
-        run = self.build(values, epochs=epochs, seed=self.seed)
         if ckpt is not None:
             checkpoint.restore(run.state, ckpt)
         hparams = {f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()}
@@ -649,6 +798,73 @@ class Trainer:
         return state
 
 
+def _is_positive_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number above 0 (bools are not numbers here)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _folder_name_problem(arg: str, value: Any) -> str | None:
+    """Say why ``value`` cannot name a folder inside ``runs_dir``, or return ``None``."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or "/" in value
+        or "\\" in value
+        or "\0" in value
+    ):
+        return (
+            f"{arg} must be a non-empty string without '/' (it names a folder inside "
+            f"runs_dir), got {value!r}"
+        )
+    return None
+
+
+def _callback_problems(callbacks: Any) -> list[str]:
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
+        return [f"callbacks must be a list of Callback objects, got {callbacks!r}"]
+    return [
+        f"callbacks must be instances of hpo_trainer.Callback (subclass it and override "
+        f"on_epoch_end etc.), but item {i} is {type(cb).__name__} {cb!r}"
+        for i, cb in enumerate(callbacks)
+        if not isinstance(cb, Callback)
+    ]
+
+
+def _check_class(target: str, value: Any) -> Any:
+    """Return ``value`` if it can build ``target`` each run (a class or a factory), or None.
+
+    Raises:
+        ConfigError: If ``value`` is a name, an instance or anything else not callable.
+
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ConfigError(
+            f"set_{target} takes a class, not its name: got the string {value!r}; import "
+            f"it and pass the class itself, e.g. set_{target}({value.rpartition('.')[2]})"
+        )
+    built = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+    if target != "criterion" and isinstance(value, built):
+        cls = type(value).__name__
+        raise ConfigError(
+            f"set_{target} takes the {target} class, which is built fresh for every run, "
+            f"not an instance: got a {cls} object; pass {cls} and give its arguments with "
+            f"prime_{target}(...)"
+        )
+    if not callable(value):
+        raise ConfigError(
+            f"set_{target} takes a class (or a function building the {target}), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def _as_tensors(ds: Any) -> Any:
     tensors = data.in_memory(ds) if ds is not None else None
     return ds if tensors is None else tensors
@@ -662,6 +878,11 @@ def group_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             grouped.setdefault(key, {}).update(value)
             continue
         target, sep, name = str(key).partition(".")
+        if not sep and key in TARGETS:
+            raise ConfigError(
+                f"params target {key!r} must map names to values, e.g. "
+                f"{{{key!r}: {{'lr': 0.01}}}}, got {value!r}"
+            )
         if not sep:
             raise ConfigError(
                 f"parameter {key!r} has no target; write it as 'optimizer.{key}' or group it "

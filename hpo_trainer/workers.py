@@ -95,6 +95,9 @@ def _worker_main(payload: bytes, cfg: SearchConfig, worker: int) -> None:
         raise SystemExit(130) from None
     except Interrupted as exc:
         raise SystemExit(exc.exit_code) from None
+    # Everything is in the storage: skip the interpreter's slow tear-down of torch.
+    logging.shutdown()
+    os._exit(0)
 
 
 def trainer_payload(trainer: Trainer) -> bytes:

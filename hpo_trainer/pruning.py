@@ -1,0 +1,103 @@
+"""Fast pruning decisions: report every epoch, decide without re-reading the study.
+
+Optuna's ``trial.should_prune()`` re-reads the running trial and every completed trial
+from the storage on each call, although finished trials never change. For the pruners
+whose decision only needs the completed trials' intermediate values (median, percentile,
+patient around either, none), :class:`FastReporter` keeps the trial's values in memory,
+reads the completed trials once when the trial starts and then at most every ``ttl``
+seconds, and calls the same Optuna pruner. Other pruners (successive halving, Hyperband)
+keep their own state in the storage and go through ``trial.should_prune()``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+_COMPLETE = (TrialState.COMPLETE,)
+
+
+def _reads_only_completed(pruner: optuna.pruners.BasePruner) -> bool:
+    if isinstance(pruner, optuna.pruners.PatientPruner):
+        inner = getattr(pruner, "_wrapped_pruner", None)
+        return inner is None or _reads_only_completed(inner)
+    return isinstance(
+        pruner,
+        (optuna.pruners.MedianPruner, optuna.pruners.PercentilePruner, optuna.pruners.NopPruner),
+    )
+
+
+class _StudyView:
+    """The study as a pruner sees it, with the completed trials served from memory."""
+
+    def __init__(self, study: optuna.Study, ttl: float) -> None:
+        self._study = study
+        self._ttl = ttl
+        self._completed: list[FrozenTrial] = []
+        self._read_at = -float("inf")
+
+    def get_trials(
+        self, deepcopy: bool = True, states: tuple[TrialState, ...] | None = None
+    ) -> list[FrozenTrial]:
+        if states is not None and tuple(states) == _COMPLETE and not deepcopy:
+            now = time.monotonic()
+            if now - self._read_at > self._ttl:
+                self._completed = self._study.get_trials(deepcopy=False, states=_COMPLETE)
+                self._read_at = now
+            return self._completed
+        return self._study.get_trials(deepcopy=deepcopy, states=states)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class FastReporter:
+    """Reports a trial's epochs to Optuna and asks its pruner cheaply (see module docs).
+
+    Args:
+        study: The study the trial belongs to.
+        trial: The running trial.
+        ttl: Seconds for which the completed trials read from the storage are reused.
+
+    """
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, ttl: float = 2.0) -> None:
+        self._study = study
+        self._trial = trial
+        self._pruner = study.pruner
+        self._fast = _reads_only_completed(self._pruner)
+        self._view = _StudyView(study, ttl)
+        base = study._storage.get_trial(trial._trial_id)
+        self._base = base
+        # A retry starts with its first attempt's values (inherited by Optuna's retry).
+        self._values: dict[int, float] = dict(base.intermediate_values)
+        if self._fast:
+            self._view.get_trials(deepcopy=False, states=_COMPLETE)  # read them now
+
+    def report(self, value: float, step: int) -> None:
+        """Record ``value`` for epoch ``step`` in the storage (a step is stored once)."""
+        self._trial.report(value, step)
+        self._values.setdefault(step, float(value))
+
+    def should_prune(self) -> bool:
+        """Ask the study's pruner whether the trial should stop now."""
+        if not self._fast:
+            return self._trial.should_prune()
+        b = self._base
+        frozen = FrozenTrial(
+            number=b.number,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=b.datetime_start,
+            datetime_complete=None,
+            params=b.params,
+            distributions=b.distributions,
+            user_attrs={},
+            system_attrs=b.system_attrs,
+            intermediate_values=self._values,
+            trial_id=b._trial_id,
+        )
+        return self._pruner.prune(self._view, frozen)  # type: ignore[arg-type]
