@@ -349,7 +349,8 @@ def bench_data_path(cfg: Config, runs_dir: Path) -> float:
     )
     print(
         f"\n(b) data path: one training epoch on {cfg.n_fast} x {cfg.in_dim} float32, "
-        f"batch {cfg.batch_size}, MLP {cfg.in_dim}-{cfg.hidden}-{cfg.classes}, {cfg.repeats} interleaved repeats"
+        f"batch {cfg.batch_size}, MLP {cfg.in_dim}-{cfg.hidden}-{cfg.classes}, "
+        f"{cfg.repeats} interleaved repeats"
     )
     per = cfg.n_fast / 1e6
     for line in table([(name, t, per) for name, t in times.items()], "us / example"):
