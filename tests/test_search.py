@@ -189,3 +189,27 @@ def test_eight_workers_on_one_sqlite_file_lose_nothing_to_lock_contention(make_t
     with sqlite3.connect(tmp_path / "study.db") as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_out_of_memory_is_recorded_as_such_and_the_worker_goes_on(tmp_path):
+    import torch
+
+    tr = _tunable(tmp_path)
+    calls = {"n": 0}
+    original = tr.pass_batch
+
+    def sometimes_oom(batch):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(batch)
+
+    tr.pass_batch = sometimes_oom
+    url = _url(tmp_path)
+    optuna.create_study(study_name="tunable", storage=url).enqueue_trial(
+        {"optimizer.lr": 0.01, "model.hidden_size": 16})
+    study = tr.hyp_opt(epochs=1, iters=2, storage=url, seed=0)
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["failure"].startswith("out of memory: CUDA out of memory")
+    assert sum(t.state in FINISHED for t in study.trials) == 2
