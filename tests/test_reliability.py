@@ -32,8 +32,7 @@ def _wait_for_epochs(url, name, n, timeout=90):
             trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
         except Exception:  # the database or the study does not exist yet
             continue
-        if any(len(t.intermediate_values) >= n and t.state == TrialState.RUNNING
-               for t in trials):
+        if any(len(t.intermediate_values) >= n and t.state == TrialState.RUNNING for t in trials):
             return
     pytest.fail(f"no trial reached epoch {n} in time")
 
@@ -52,15 +51,18 @@ def _slow_study(tmp_path, delay="0.05"):
     return path
 
 
-@pytest.mark.parametrize(("signum", "code", "workers"),
-                         [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 2)])
-def test_signal_stops_workers_at_a_batch_boundary_and_requeues(tmp_path, signum, code,
-                                                                workers):
+@pytest.mark.parametrize(
+    ("signum", "code", "workers"), [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 2)]
+)
+def test_signal_stops_workers_at_a_batch_boundary_and_requeues(tmp_path, signum, code, workers):
     study_file = _slow_study(tmp_path)
     url = f"sqlite:///{tmp_path}/runs/studies.db"
     proc = subprocess.Popen(
         [BIN / "hpo-trainer", "search", study_file, "--workers", str(workers), "--seed", "0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _wait_for_epochs(url, "tunable", 2)
     sent = time.monotonic()
@@ -77,8 +79,13 @@ def test_signal_stops_workers_at_a_batch_boundary_and_requeues(tmp_path, signum,
     assert len(waiting) == len(stopped)  # each stopped trial is queued again
     assert sum(t.state in FINISHED for t in study.trials) < 2  # not counted as finished
     # running the search again finishes the study, resuming from the checkpoints
-    subprocess.run([BIN / "hpo-trainer", "search", study_file, "--seed", "0"], cwd=tmp_path,
-                   check=True, capture_output=True, timeout=180)
+    subprocess.run(
+        [BIN / "hpo-trainer", "search", study_file, "--seed", "0"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     study = optuna.load_study(study_name="tunable", storage=url)
     assert sum(t.state in FINISHED for t in study.trials) == 2
     retries = [t for t in study.trials if "retry_of" in t.user_attrs]
@@ -87,13 +94,24 @@ def test_signal_stops_workers_at_a_batch_boundary_and_requeues(tmp_path, signum,
 
 def test_sigterm_during_final_training_then_resume(tmp_path):
     params = tmp_path / "p.json"
-    params.write_text(json.dumps({"params": {"optimizer": {"lr": 0.05},
-                                             "model": {"hidden_size": 32}}}))
+    params.write_text(
+        json.dumps({"params": {"optimizer": {"lr": 0.05}, "model": {"hidden_size": 32}}})
+    )
     study_file = _slow_study(tmp_path, delay="0.02")
-    cmd = [BIN / "hpo-trainer", "train", study_file, "--params", params, "--epochs", "8",
-           "--save-every", "1"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        BIN / "hpo-trainer",
+        "train",
+        study_file,
+        "--params",
+        params,
+        "--epochs",
+        "8",
+        "--save-every",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob("runs/tunable-*/checkpoints/epoch-0002.pt")):
         assert time.monotonic() < deadline and proc.poll() is None
@@ -102,8 +120,9 @@ def test_sigterm_during_final_training_then_resume(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "--resume" in err
     run_dir = next(tmp_path.glob("runs/tunable-*"))
-    out = subprocess.run([*cmd, "--resume", run_dir], cwd=tmp_path, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [*cmd, "--resume", run_dir], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip().endswith(run_dir.name)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 8
@@ -114,7 +133,8 @@ def test_damaged_trial_checkpoint_restarts_the_retry_with_a_log_line(tmp_path):
     runs = tmp_path / "runs"
     code = search_code(url, runs, "tunable")
     optuna.create_study(study_name="tunable", storage=url).enqueue_trial(
-        {"optimizer.lr": 0.05, "model.hidden_size": 32})
+        {"optimizer.lr": 0.05, "model.hidden_size": 32}
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         _wait_for_epochs(url, "tunable", 3)
@@ -123,9 +143,12 @@ def test_damaged_trial_checkpoint_restarts_the_retry_with_a_log_line(tmp_path):
         proc.wait()
     ckpt = runs / "tunable" / "trial-0" / "last.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:200])  # truncated, as by a full disk
-    rerun = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig("
-                            "level=logging.INFO)\n" + code], capture_output=True, text=True,
-                           timeout=180)
+    rerun = subprocess.run(
+        [sys.executable, "-c", "import logging; logging.basicConfig(level=logging.INFO)\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "starts over" in rerun.stderr and "damaged" in rerun.stderr
     study = optuna.load_study(study_name="tunable", storage=url)
@@ -147,8 +170,12 @@ def test_chaos_random_sigkills_lose_no_trial(tmp_path, capsys):
     started = {}
 
     def start():
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         started[proc] = time.monotonic()
         return proc
 
@@ -180,25 +207,39 @@ def test_chaos_random_sigkills_lose_no_trial(tmp_path, capsys):
     recomputed = 0
     for r in retries:
         # the attempt this retry replaced: the latest earlier attempt of the same trial
-        earlier = [t for t in trials if t.number < r.number and t.state == TrialState.FAIL
-                   and (t.number == r.user_attrs["retry_of"]
-                        or t.user_attrs.get("retry_of") == r.user_attrs["retry_of"])]
+        earlier = [
+            t
+            for t in trials
+            if t.number < r.number
+            and t.state == TrialState.FAIL
+            and (
+                t.number == r.user_attrs["retry_of"]
+                or t.user_attrs.get("retry_of") == r.user_attrs["retry_of"]
+            )
+        ]
         killed = by_number[max(t.number for t in earlier)]
-        recomputed += max(0, len(killed.intermediate_values)
-                          - r.user_attrs.get("resumed_from_epoch", 0))
+        recomputed += max(
+            0, len(killed.intermediate_values) - r.user_attrs.get("resumed_from_epoch", 0)
+        )
     with sqlite3.connect(tmp_path / "study.db") as con:
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
     with capsys.disabled():
-        print(f"\nchaos: kills={kills} retries={len(retries)} epochs_recomputed={recomputed} "
-              f"trials_lost={budget - finished} finished={finished}/{budget} "
-              f"integrity={integrity}")
+        print(
+            f"\nchaos: kills={kills} retries={len(retries)} epochs_recomputed={recomputed} "
+            f"trials_lost={budget - finished} finished={finished}/{budget} "
+            f"integrity={integrity}"
+        )
     assert finished == budget
     assert states[TrialState.RUNNING] == 0 and states[TrialState.WAITING] == 0
     assert integrity == "ok"
     assert kills >= 5
     assert recomputed <= kills
-    assert all(r.state in FINISHED for r in retries if r.number == max(
-        t.number for t in retries if t.user_attrs["retry_of"] == r.user_attrs["retry_of"]))
+    assert all(
+        r.state in FINISHED
+        for r in retries
+        if r.number
+        == max(t.number for t in retries if t.user_attrs["retry_of"] == r.user_attrs["retry_of"])
+    )
 
 
 def test_kill_scenario_reused_for_resume(tmp_path):

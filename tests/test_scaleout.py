@@ -44,8 +44,9 @@ def pg_url():
     def probe(url):
         open_storage(url, heartbeat_interval=None)
 
-    return _service("HPO_TRAINER_POSTGRES_URL",
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/test", probe)
+    return _service(
+        "HPO_TRAINER_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test", probe
+    )
 
 
 @pytest.fixture(scope="session")
@@ -89,24 +90,48 @@ def test_postgres_workers_reach_exactly_the_budget(make_trainer, pg_url, study_n
     assert {t.user_attrs["worker"] for t in study.trials} == {0, 1, 2}
 
 
-def test_postgres_killed_worker_is_retried_from_its_checkpoint(pg_url, study_name, request,
-                                                               tmp_path):
+def test_postgres_killed_worker_is_retried_from_its_checkpoint(
+    pg_url, study_name, request, tmp_path
+):
     _cleanup(request, pg_url)
     killed_at = kill_mid_trial_then_resume(pg_url, tmp_path / "runs", study_name)
     check_resumed(pg_url, study_name, killed_at)
 
 
-def test_status_and_export_read_a_postgres_study(make_trainer, pg_url, study_name, request,
-                                                 tmp_path):
+def test_status_and_export_read_a_postgres_study(
+    make_trainer, pg_url, study_name, request, tmp_path
+):
     _cleanup(request, pg_url)
     make_trainer().hyp_opt(epochs=2, iters=3, storage=pg_url, study_name=study_name, seed=0)
     run = dict(cwd=tmp_path, capture_output=True, text=True, check=True)
-    status = json.loads(subprocess.run(
-        [BIN / "hpo-trainer", "status", "--storage", pg_url, "--study-name", study_name,
-         "--json"], **run).stdout)
+    status = json.loads(
+        subprocess.run(
+            [
+                BIN / "hpo-trainer",
+                "status",
+                "--storage",
+                pg_url,
+                "--study-name",
+                study_name,
+                "--json",
+            ],
+            **run,
+        ).stdout
+    )
     assert status[0]["study"] == study_name and status[0]["trials"] == 3
-    subprocess.run([BIN / "hpo-trainer", "export", "--storage", pg_url, "--study-name",
-                    study_name, "--out", "best.json"], **run)
+    subprocess.run(
+        [
+            BIN / "hpo-trainer",
+            "export",
+            "--storage",
+            pg_url,
+            "--study-name",
+            study_name,
+            "--out",
+            "best.json",
+        ],
+        **run,
+    )
     record = json.loads((tmp_path / "best.json").read_text())
     assert record["study"] == study_name and record["storage"].startswith("postgresql+psycopg")
 
@@ -124,8 +149,9 @@ def test_postgres_url_without_its_driver():
         open_storage("postgresql+psycopg2://alice:s3cret@127.0.0.1:5432/hpo")
 
 
-def test_migrate_sqlite_to_postgres_keeps_everything(make_trainer, pg_url, study_name, request,
-                                                    tmp_path):
+def test_migrate_sqlite_to_postgres_keeps_everything(
+    make_trainer, pg_url, study_name, request, tmp_path
+):
     _cleanup(request, pg_url)
     src = f"sqlite:///{tmp_path}/local.db"
     make_trainer().hyp_opt(epochs=3, iters=4, storage=src, study_name=study_name, seed=0)
@@ -164,8 +190,9 @@ def test_journal_file_storage_shares_a_study(make_trainer, tmp_path):
 
 
 def test_redis_journal_shares_a_study(make_trainer, redis_url, study_name):
-    study = make_trainer().hyp_opt(epochs=2, iters=6, n_workers=2, storage=redis_url,
-                                   study_name=study_name, seed=0)
+    study = make_trainer().hyp_opt(
+        epochs=2, iters=6, n_workers=2, storage=redis_url, study_name=study_name, seed=0
+    )
     assert sum(t.state in FINISHED for t in study.trials) == 6
     optuna.delete_study(study_name=study_name, storage=open_storage(redis_url))
 
@@ -173,13 +200,30 @@ def test_redis_journal_shares_a_study(make_trainer, redis_url, study_name):
 def test_gpu_slots_give_each_worker_its_device(tmp_path):
     """No GPU here: check the environment each worker got, as recorded on its trials."""
     proc = subprocess.run(
-        [BIN / "hpo-trainer", "search", STUDY, "--trials", "8", "--epochs", "1", "--devices",
-         "0,1", "--workers-per-device", "2", "--seed", "0"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            BIN / "hpo-trainer",
+            "search",
+            STUDY,
+            "--trials",
+            "8",
+            "--epochs",
+            "1",
+            "--devices",
+            "0,1",
+            "--workers-per-device",
+            "2",
+            "--seed",
+            "0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    study = optuna.load_study(study_name="digits_mlp",
-                              storage=f"sqlite:///{tmp_path}/runs/studies.db")
+    study = optuna.load_study(
+        study_name="digits_mlp", storage=f"sqlite:///{tmp_path}/runs/studies.db"
+    )
     seen = {(t.user_attrs["worker"], t.user_attrs["cuda_visible_devices"]) for t in study.trials}
     assert seen <= {(0, "0"), (1, "0"), (2, "1"), (3, "1")}
     assert {d for _, d in seen} == {"0", "1"}
@@ -188,6 +232,8 @@ def test_gpu_slots_give_each_worker_its_device(tmp_path):
 def test_bad_device_list_is_a_usage_error(tmp_path):
     proc = subprocess.run(
         [BIN / "hpo-trainer", "search", STUDY, "--devices", "0,zero"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "distinct GPU ids" in proc.stderr

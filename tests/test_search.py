@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
-from hpo_trainer.workers import worker_env
 from hpo_trainer.studyfile import load_trainer_from_file
+from hpo_trainer.workers import worker_env
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"
@@ -207,7 +207,8 @@ def test_out_of_memory_is_recorded_as_such_and_the_worker_goes_on(tmp_path):
     tr.pass_batch = sometimes_oom
     url = _url(tmp_path)
     optuna.create_study(study_name="tunable", storage=url).enqueue_trial(
-        {"optimizer.lr": 0.01, "model.hidden_size": 16})
+        {"optimizer.lr": 0.01, "model.hidden_size": 16}
+    )
     study = tr.hyp_opt(epochs=1, iters=2, storage=url, seed=0)
     first = study.trials[0]
     assert first.state == TrialState.FAIL

@@ -32,21 +32,42 @@ def test_password_never_appears_in_output_exports_attrs_or_files(pg_url, tmp_pat
     name = f"secret-{os.getpid()}-{time.time_ns()}"
     run = dict(cwd=tmp_path, capture_output=True, text=True)
     try:
-        outs = [subprocess.run([BIN / "hpo-trainer", "search", STUDY, "--storage", url,
-                                "--study-name", name, "--trials", "2", "--epochs", "1",
-                                "--debug"], **run)]
+        outs = [
+            subprocess.run(
+                [
+                    BIN / "hpo-trainer",
+                    "search",
+                    STUDY,
+                    "--storage",
+                    url,
+                    "--study-name",
+                    name,
+                    "--trials",
+                    "2",
+                    "--epochs",
+                    "1",
+                    "--debug",
+                ],
+                **run,
+            )
+        ]
         assert outs[0].returncode == 0, outs[0].stderr
         for args in (["status"], ["status", "--json"], ["export", "--out", "best.json"]):
-            outs.append(subprocess.run([BIN / "hpo-trainer", *args, "--storage", url,
-                                        "--study-name", name], **run))
+            outs.append(
+                subprocess.run(
+                    [BIN / "hpo-trainer", *args, "--storage", url, "--study-name", name], **run
+                )
+            )
             assert outs[-1].returncode == 0, outs[-1].stderr
         for out in outs:
             assert SECRET not in out.stdout + out.stderr
         record = json.loads((tmp_path / "best.json").read_text())
         assert "***" in record["storage"]
         study = optuna.load_study(study_name=name, storage=url)
-        dumped = json.dumps([study.user_attrs] +
-                            [[t.user_attrs, t.system_attrs] for t in study.trials], default=str)
+        dumped = json.dumps(
+            [study.user_attrs] + [[t.user_attrs, t.system_attrs] for t in study.trials],
+            default=str,
+        )
         assert SECRET not in dumped
         for path in tmp_path.rglob("*"):
             if path.is_file():
@@ -58,7 +79,10 @@ def test_password_never_appears_in_output_exports_attrs_or_files(pg_url, tmp_pat
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("postgresql+psycopg://alice:pw@db:5432/hpo", "postgresql+psycopg://alice:***@db:5432/hpo"),
+        (
+            "postgresql+psycopg://alice:pw@db:5432/hpo",
+            "postgresql+psycopg://alice:***@db:5432/hpo",
+        ),
         ("sqlite:///runs/studies.db", "sqlite:///runs/studies.db"),
     ],
 )
@@ -67,11 +91,19 @@ def test_mask_url(url, shown):
 
 
 def test_dashboard_warns_when_bound_to_all_interfaces(tmp_path):
-    subprocess.run([BIN / "hpo-trainer", "search", STUDY, "--trials", "1", "--epochs", "1"],
-                   cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [BIN / "hpo-trainer", "search", STUDY, "--trials", "1", "--epochs", "1"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     port = 19000 + os.getpid() % 1000
-    proc = subprocess.Popen([BIN / "hpo-trainer", "dashboard", "--host", "0.0.0.0", "--port",
-                             str(port)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [BIN / "hpo-trainer", "dashboard", "--host", "0.0.0.0", "--port", str(port)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(4)
     finally:
