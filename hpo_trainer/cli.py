@@ -364,11 +364,21 @@ def study_summary(storage: Any, name: str) -> dict[str, Any]:
             "trial": t.number,
             "epoch": max(t.intermediate_values, default=0),
             "worker": t.user_attrs.get("worker"),
+            "host": t.user_attrs.get("host"),
+            "cuda_visible_devices": t.user_attrs.get("cuda_visible_devices"),
         }
         for t in running
     ]
     times = [t.user_attrs["wall_time"] for t in trials if "wall_time" in t.user_attrs]
     summary["mean_trial_seconds"] = round(sum(times) / len(times), 3) if times else None
+    budget = study.user_attrs.get("hpo:n_trials")
+    finished = states.get("COMPLETE", 0) + states.get("PRUNED", 0)
+    summary["budget"] = budget
+    summary["eta_seconds"] = None
+    if budget is not None and times:
+        # the trials left, run by as many workers as are running now (at least one)
+        left = max(0, budget - finished)
+        summary["eta_seconds"] = round(left * sum(times) / len(times) / max(1, len(running)))
     return summary
 
 
@@ -400,6 +410,19 @@ def _print_status(
             gpu = r["cuda_visible_devices"]
             where = f"worker {r['worker']} on {r['host']}" + (f", GPU {gpu}" if gpu else "")
             print(f"  running: trial {r['trial']} at epoch {r['epoch']} ({where})")
+        if s["budget"] is not None:
+            done = s["states"].get("COMPLETE", 0) + s["states"].get("PRUNED", 0)
+            eta = s["eta_seconds"]
+            left = f", about {_duration(eta)} left" if eta and done < s["budget"] else ""
+            print(f"  budget: {done}/{s['budget']} finished{left}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else (
+        f"{secs}s"
+    )
 
 
 def _fmt(value: Any) -> str:

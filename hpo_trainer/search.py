@@ -289,6 +289,8 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
     if "hpo:epochs" not in study.user_attrs:
         study.set_user_attr("hpo:epochs", cfg.epochs)
         study.set_user_attr("hpo:metric", cfg.metric)
+    if study.user_attrs.get("hpo:n_trials") != cfg.n_trials:
+        study.set_user_attr("hpo:n_trials", cfg.n_trials)  # the budget, for status
     return study
 
 

@@ -249,3 +249,39 @@ def test_kill_scenario_reused_for_resume(tmp_path):
     study = optuna.load_study(study_name="again", storage=url)
     retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
     assert retry.user_attrs["resumed_from_epoch"] >= killed_at
+
+
+def test_status_of_a_running_search_shows_epochs_workers_and_time_left(tmp_path):
+    study_file = _slow_study(tmp_path, delay="0.15")  # about 8 s per trial
+    url = f"sqlite:///{tmp_path}/runs/studies.db"
+    (tmp_path / "runs").mkdir()
+    optuna.create_study(study_name="tunable", storage=url).enqueue_trial(
+        {"optimizer.lr": 0.05, "model.hidden_size": 32}
+    )
+    proc = subprocess.Popen(
+        [BIN / "hpo-trainer", "search", study_file, "--trials", "3", "--seed", "0", "-q"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def status(*args):
+        out = subprocess.run(
+            [BIN / "hpo-trainer", "status", *args], cwd=tmp_path, capture_output=True, text=True
+        )
+        return out.stdout if out.returncode == 0 else ""
+
+    try:
+        deadline = time.monotonic() + 120
+        table = ""
+        while not ("running: trial" in table and "left" in table):
+            assert time.monotonic() < deadline, f"no finished and running trial seen: {table}"
+            time.sleep(0.3)
+            table = status()
+        assert "at epoch" in table and "(worker 0 on " in table
+        summary = json.loads(status("--json"))[0]
+        assert summary["budget"] == 3 and summary["eta_seconds"] > 0
+        assert summary["mean_trial_seconds"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
