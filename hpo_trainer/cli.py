@@ -420,8 +420,12 @@ def _print_status(
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else (
-        f"{secs}s"
+    return (
+        f"{hours}h{minutes:02d}m"
+        if hours
+        else f"{minutes}m{secs:02d}s"
+        if minutes
+        else (f"{secs}s")
     )
 
 

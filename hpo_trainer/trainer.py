@@ -91,6 +91,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    """Return whether Apple's MPS backend can be used here."""
     mps = getattr(torch.backends, "mps", None)
     return bool(mps and mps.is_available())
 
@@ -825,6 +826,7 @@ def _folder_name_problem(arg: str, value: Any) -> str | None:
 
 
 def _callback_problems(callbacks: Any) -> list[str]:
+    """Say which of ``callbacks`` are not :class:`Callback` objects (empty if all are)."""
     if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
         return [f"callbacks must be a list of Callback objects, got {callbacks!r}"]
     return [
