@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from scenarios import FINISHED, TUNABLE, kill_mid_trial_then_resume, search_code
+from scenarios import FINISHED, TUNABLE, search_code
 
 BIN = Path(sys.executable).parent
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "digits_mlp.py"
@@ -240,15 +240,6 @@ def test_chaos_random_sigkills_lose_no_trial(tmp_path, capsys):
         if r.number
         == max(t.number for t in retries if t.user_attrs["retry_of"] == r.user_attrs["retry_of"])
     )
-
-
-def test_kill_scenario_reused_for_resume(tmp_path):
-    """The same scenario the storage tests use, on SQLite: resumes from the checkpoint."""
-    url = f"sqlite:///{tmp_path}/s.db"
-    killed_at = kill_mid_trial_then_resume(url, tmp_path / "runs", "again")
-    study = optuna.load_study(study_name="again", storage=url)
-    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
-    assert retry.user_attrs["resumed_from_epoch"] >= killed_at
 
 
 def test_status_of_a_running_search_shows_epochs_workers_and_time_left(tmp_path):
