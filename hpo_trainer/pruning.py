@@ -69,12 +69,13 @@ class FastReporter:
         self._trial = trial
         self._pruner = study.pruner
         self._fast = _reads_only_completed(self._pruner)
+        self._never = isinstance(self._pruner, optuna.pruners.NopPruner)
         self._view = _StudyView(study, ttl)
         base = study._storage.get_trial(trial._trial_id)
         self._base = base
         # A retry starts with its first attempt's values (inherited by Optuna's retry).
         self._values: dict[int, float] = dict(base.intermediate_values)
-        if self._fast:
+        if self._fast and not self._never:
             self._view.get_trials(deepcopy=False, states=_COMPLETE)  # read them now
 
     def report(self, value: float, step: int) -> None:
@@ -84,6 +85,8 @@ class FastReporter:
 
     def should_prune(self) -> bool:
         """Ask the study's pruner whether the trial should stop now."""
+        if self._never:
+            return False
         if not self._fast:
             return self._trial.should_prune()
         b = self._base

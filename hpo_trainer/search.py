@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 _POLL_SECONDS = 0.1
 _SEED_STRIDE = 100_003
+#: Trial numbers whose checkpoints this process removed, by (storage, study, runs dir).
+_REMOVED: dict[tuple[str, str, str], set[int]] = {}
 
 
 @dataclass(frozen=True)
@@ -669,13 +671,26 @@ def _prepare(
     ckpt_path: Path,
     attrs: dict[str, Any],
 ) -> tuple[Any, int]:
-    """Build the trial's run; resume it from the first attempt's checkpoint if there is one."""
+    """Build the trial's run; resume it from the first attempt's checkpoint if there is one.
+
+    Only a retry resumes, and only from a checkpoint written with the same parameters: a
+    checkpoint left by an earlier study of the same name is removed, never used.
+    """
     seed = (cfg.seed or 0) + root
     run = trainer.build(values, epochs=cfg.epochs, seed=seed, with_test=False)
     if not ckpt_path.exists():
         return run, 0
+    if "retry_of" not in attrs:
+        logger.warning("removing %s: left by an earlier study of the same name", ckpt_path)
+        checkpoint.remove(ckpt_path)
+        return run, 0
     try:
-        checkpoint.restore(run.state, checkpoint.load(ckpt_path))
+        ckpt = checkpoint.load(ckpt_path)
+        if ckpt.get("params") != run.state.params:
+            raise CheckpointError(
+                f"{ckpt_path} was written with other parameters ({ckpt.get('params')})"
+            )
+        checkpoint.restore(run.state, ckpt)
     except CheckpointError as exc:
         logger.warning("trial %d starts over: %s", root, exc)
         return trainer.build(values, epochs=cfg.epochs, seed=seed, with_test=False), 0
@@ -690,13 +705,16 @@ def _cleanup_checkpoints(study: optuna.Study, cfg: SearchConfig) -> None:
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     complete.sort(key=lambda t: t.value, reverse=cfg.direction == "maximize")
     keep = {t.user_attrs.get("retry_of", t.number) for t in complete[: cfg.keep_checkpoints]}
+    # Trials whose checkpoint this process already removed stay removed: check only the rest.
+    removed = _REMOVED.setdefault((cfg.storage, cfg.study_name, cfg.runs_dir), set())
     for t in trials:
         number = t.user_attrs.get("retry_of", t.number)
-        if number in keep or (t.state == TrialState.FAIL and "failure" not in t.user_attrs):
+        if number in removed or number in keep:
+            continue
+        if t.state == TrialState.FAIL and "failure" not in t.user_attrs:
             continue  # a dead worker's trial keeps its checkpoint for the retry
-        path = trial_dir(cfg, number) / "last.pt"
-        if path.exists():
-            checkpoint.remove(path)
+        checkpoint.remove(trial_dir(cfg, number) / "last.pt")
+        removed.add(number)
 
 
 def best_values(trainer: Trainer, study: optuna.Study) -> dict[str, dict[str, Any]]:

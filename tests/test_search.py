@@ -214,3 +214,15 @@ def test_out_of_memory_is_recorded_as_such_and_the_worker_goes_on(tmp_path):
     assert first.state == TrialState.FAIL
     assert first.user_attrs["failure"].startswith("out of memory: CUDA out of memory")
     assert sum(t.state in FINISHED for t in study.trials) == 2
+
+
+def test_a_recreated_study_never_resumes_an_old_studys_checkpoints(make_trainer, tmp_path):
+    url = _url(tmp_path)
+    tr = make_trainer()
+    tr.hyp_opt(epochs=3, iters=2, storage=url, pruner="none", seed=0)
+    assert list((tmp_path / "runs" / "digits_mlp").glob("trial-*/last.pt"))
+    optuna.delete_study(study_name="digits_mlp", storage=url)
+    study = tr.hyp_opt(epochs=3, iters=2, storage=url, pruner="none", seed=5)
+    for t in study.trials:
+        assert "resumed_from_epoch" not in t.user_attrs
+        assert t.user_attrs["epochs"] == 3
