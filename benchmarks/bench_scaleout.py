@@ -70,7 +70,6 @@ import random
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 import traceback
 import uuid
@@ -87,6 +86,9 @@ from torch import nn
 from torch.optim import SGD
 
 from hpo_trainer import Hyperparameters, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import Result, print_table, ratio  # noqa: E402
 
 THIS = Path(__file__).resolve()
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -198,39 +200,6 @@ class Config:
 
 FULL = Config(40, 20, ((1, 3), (2, 2), (4, 2), (8, 1)), (100, 2000), 20, 2, 30, 12)
 QUICK = Config(10, 20, ((1, 1), (2, 1), (8, 1)), (100, 2000), 20, 1, 8, 6)
-
-
-@dataclass
-class Result:
-    """One RESULT line."""
-
-    name: str
-    value: float | None
-    fmt: str
-    target: str
-    ok: bool
-
-    def line(self) -> str:
-        """Return ``RESULT name=value (target ...) PASS/FAIL``."""
-        shown = "error" if self.value is None else format(self.value, self.fmt)
-        return f"RESULT {self.name}={shown} (target {self.target}) {'PASS' if self.ok else 'FAIL'}"
-
-
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print ``rows`` under ``headers``, the first column left-aligned, the rest right."""
-    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    print("\n" + textwrap.fill(f"== {title}", 99, subsequent_indent="   "))
-    for n, row in enumerate(cells):
-        parts = [c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        print(("  " + "  ".join(parts)).rstrip())
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
-
-
-def ratio(a: float, b: float) -> float:
-    """``a / b``, or NaN when ``b`` is zero or either is NaN."""
-    return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
 
 
 def median(values: Sequence[float]) -> float:

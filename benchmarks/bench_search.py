@@ -66,7 +66,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import traceback
 import warnings
@@ -82,6 +81,9 @@ from torch import nn
 from torch.optim import SGD
 
 from hpo_trainer import Hyperparameters, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import Result, print_table, ratio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "studies" / "digits_mlp.py"
@@ -113,41 +115,6 @@ class Config:
 
 FULL = Config(1000, 20, 400, 10, 20, 2, 40, 2, 40, (0, 1, 2, 3, 4))
 QUICK = Config(1000, 20, 100, 4, 6, 1, 12, 1, 20, (0,))
-
-
-@dataclass
-class Result:
-    """One RESULT line."""
-
-    name: str
-    value: float | None
-    fmt: str
-    target: str
-    ok: bool
-
-    def line(self) -> str:
-        """Return ``RESULT name=value (target ...) PASS/FAIL``."""
-        shown = "error" if self.value is None else format(self.value, self.fmt)
-        return f"RESULT {self.name}={shown} (target {self.target}) {'PASS' if self.ok else 'FAIL'}"
-
-
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print ``rows`` under ``headers`` in aligned columns."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    print("\n" + textwrap.fill(f"== {title}", 99, subsequent_indent="   "))
-    for n, row in enumerate(cells):
-        line = "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
-        )
-        print(("  " + line).rstrip())
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
-
-
-def ratio(a: float, b: float) -> float:
-    """``a / b``, or NaN when ``b`` is zero."""
-    return a / b if b else math.nan
 
 
 @contextlib.contextmanager
