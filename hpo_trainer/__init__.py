@@ -13,6 +13,7 @@ from hpo_trainer.callbacks import (
     PruningCallback,
     TensorBoardCallback,
 )
+from hpo_trainer.devices import resolve_device
 from hpo_trainer.errors import (
     CheckpointError,
     ConfigError,
@@ -24,7 +25,7 @@ from hpo_trainer.errors import (
 )
 from hpo_trainer.loop import FitState, History, fit
 from hpo_trainer.space import CLASS, Hyperparameters
-from hpo_trainer.trainer import Trainer, resolve_device
+from hpo_trainer.trainer import Trainer
 
 # We use Optuna's heartbeat, retry and metric-name features on purpose; their "experimental"
 # warnings, attributed to our modules, say nothing a user can act on.

@@ -12,9 +12,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo_trainer.checks import group_params
 from hpo_trainer.errors import ConfigError
 from hpo_trainer.storage import mask_url
-from hpo_trainer.trainer import group_params
 
 FORMAT = "hpo-trainer/params-v1"
 

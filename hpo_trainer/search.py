@@ -14,13 +14,11 @@ lowest validation loss by default), with that epoch recorded as ``best_epoch``.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import math
 import os
 import platform
 import signal
-import threading
 import time
 import traceback
 import warnings
@@ -43,6 +41,7 @@ from hpo_trainer.errors import (
     NonFiniteLossError,
     raise_all,
 )
+from hpo_trainer.heartbeat import Heartbeat, beat, fail_silent_trials
 from hpo_trainer.interrupt import FLAG, StopFlag, stop_on_signals
 from hpo_trainer.pruning import FastReporter
 from hpo_trainer.storage import budget_lock, default_url, open_storage, parse_url
@@ -332,75 +331,6 @@ def search(
 # -- one worker ----------------------------------------------------------------------------
 
 
-class _Heartbeat:
-    """Records a running trial's heartbeat every ``interval`` seconds, in a thread."""
-
-    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> _Heartbeat:
-        # The study's storage may be Optuna's caching wrapper; it passes heartbeats through.
-        interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
-        if interval:
-            self._storage.record_heartbeat(self._trial_id)
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # a missed beat is not worth killing the trial
-                logger.warning("heartbeat failed: %s", exc)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-def _beat(storage: Any, trial_id: int) -> None:
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        storage.record_heartbeat(trial_id)
-
-
-def _fail_silent_trials(study: optuna.Study, storage: Any, older_than: float) -> None:
-    """Fail and re-queue RUNNING trials that never sent a heartbeat and are old.
-
-    Optuna only fails trials whose heartbeat went stale; a worker killed between starting
-    a trial and its first heartbeat (or a process without heartbeats) would otherwise
-    leave a RUNNING trial that blocks the budget forever.
-    """
-    from sqlalchemy import text
-
-    try:
-        with storage.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT t.trial_id, t.datetime_start FROM trials t "
-                    "JOIN studies s ON s.study_id = t.study_id "
-                    "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
-                    "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
-                ),
-                {"name": study.study_name},
-            ).fetchall()
-    except Exception as exc:  # Optuna's schema is not ours: never let this stop a worker
-        logger.debug("cannot look for trials without heartbeat: %s", exc)
-        return
-    now = datetime.datetime.now()
-    retry = storage.get_heartbeat_stale_trial_callback()
-    for trial_id, started in rows:
-        if started is None or (now - started).total_seconds() < older_than:
-            continue
-        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            logger.warning("trial %d never sent a heartbeat; failed and re-queued", trial_id)
-            if retry is not None:
-                retry(study, storage.get_trial(trial_id))
-
-
 def _failures(trials: list[optuna.trial.FrozenTrial]) -> int:
     """Failed trials caused by the trial itself (not by a dead worker, which is retried)."""
     return sum(1 for t in trials if t.state == TrialState.FAIL and "failure" in t.user_attrs)
@@ -455,7 +385,7 @@ def _work(
         with lock:
             if cfg.heartbeat_interval and isinstance(storage, optuna.storages.RDBStorage):
                 optuna.storages.fail_stale_trials(study)
-                _fail_silent_trials(study, storage, 3 * cfg.grace_period)
+                fail_silent_trials(study, storage, 3 * cfg.grace_period)
             trials = study.get_trials(deepcopy=False)
             done = sum(1 for t in trials if t.state in _DONE)
             running = sum(1 for t in trials if t.state == TrialState.RUNNING)
@@ -472,7 +402,7 @@ def _work(
             if trial is not None and cfg.heartbeat_interval:
                 # Beat at once, still under the lock: a trial must never sit RUNNING
                 # without a heartbeat, or nothing could tell that its worker died.
-                _beat(storage, trial._trial_id)
+                beat(storage, trial._trial_id)
         if trial is None:
             # The rest of the budget is running in other workers; one of them may die and
             # leave its trial to be retried, so wait rather than exit.
@@ -505,7 +435,7 @@ def _work(
 
 def _ask(study: optuna.Study) -> optuna.Trial:
     with warnings.catch_warnings():
-        # We run the heartbeat ourselves (see _Heartbeat), which Optuna cannot know.
+        # We run the heartbeat ourselves (see Heartbeat), which Optuna cannot know.
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         return study.ask()
 
@@ -546,7 +476,7 @@ def run_trial(
         The trial's final state and the epochs trained in this attempt.
 
     """
-    with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
+    with Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
         return _run_trial(trainer, study, trial, cfg, worker=worker)
 
 

@@ -7,11 +7,8 @@ Training is :func:`hpo_trainer.loop.fit`; searching is :func:`hpo_trainer.search
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import os
-import random
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +26,17 @@ from hpo_trainer.callbacks import (
     ProgressCallback,
     TensorBoardCallback,
 )
+from hpo_trainer.checks import (
+    callback_problems,
+    check_class,
+    folder_name_problem,
+    group_params,
+    is_positive_number,
+    keyword_names,
+    label_of,
+)
+from hpo_trainer.devices import amp_mode, resolve_device, seed_everything
+from hpo_trainer.dimensions import CategoricalDim
 from hpo_trainer.errors import (
     ConfigError,
     DataError,
@@ -40,7 +47,7 @@ from hpo_trainer.errors import (
 )
 from hpo_trainer.interrupt import stop_on_signals
 from hpo_trainer.loop import FitState, History, MetricFn, fit
-from hpo_trainer.space import CLASS, TARGETS, CategoricalDim, Hyperparameters
+from hpo_trainer.space import CLASS, TARGETS, Hyperparameters
 
 if TYPE_CHECKING:
     import optuna
@@ -50,70 +57,6 @@ logger = logging.getLogger(__name__)
 #: Arguments a target receives from the trainer, never from the user.
 _SUPPLIED = {"optimizer": 1, "scheduler": 1, "model": 0, "criterion": 0}
 _LOADER_NAMES = ("batch_size",)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Return the device to use: ``auto`` picks CUDA, then Apple's MPS, then the CPU.
-
-    Raises:
-        ConfigError: If the device name is not valid.
-
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(
-            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
-        ) from exc
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {device!r} needs CUDA, but no CUDA GPU is available here (torch "
-                f"{torch.__version__}); use device='auto' or 'cpu'"
-            )
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise ConfigError(
-                f"device {device!r} names CUDA GPU {resolved.index}, but only {count} "
-                f"{'is' if count == 1 else 'are'} visible; use cuda:0 .. cuda:{count - 1}"
-            )
-    if resolved.type == "mps" and not _mps_available():
-        raise ConfigError(f"device {device!r} needs Apple's MPS, which is not available here")
-    return resolved
-
-
-def _mps_available() -> bool:
-    """Return whether Apple's MPS backend can be used here."""
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps and mps.is_available())
-
-
-def _amp_mode(amp: bool | str | None, device: torch.device) -> str | None:
-    if amp in (None, False):
-        return None
-    if amp not in (True, "bf16", "fp16"):
-        raise ConfigError(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
-    if device.type != "cuda":
-        logger.warning("mixed precision is only used on CUDA; training in float32 on %s", device)
-        return None
-    if amp is True:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return str(amp)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's global random generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -185,9 +128,9 @@ class Trainer:
         raise_all(problems, DataError)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
-        if grad_clip is not None and not _is_positive_number(grad_clip):
+        if grad_clip is not None and not is_positive_number(grad_clip):
             problems.append(f"grad_clip must be a positive number or None, got {grad_clip!r}")
-        problems.extend(p for p in [_folder_name_problem("name", name)] if p)
+        problems.extend(p for p in [folder_name_problem("name", name)] if p)
         if not isinstance(runs_dir, (str, os.PathLike)) or not str(runs_dir).strip():
             problems.append(
                 f"runs_dir must be a folder path (a str or Path), got {runs_dir!r}; the "
@@ -242,7 +185,7 @@ class Trainer:
             ConfigError: If ``model_class`` is not a class (or a function building a model).
 
         """
-        self._classes["model"] = _check_class("model", model_class)
+        self._classes["model"] = check_class("model", model_class)
 
     def set_criterion(self, criterion: Any) -> None:
         """Set the loss: a class such as ``nn.CrossEntropyLoss``, an instance, or a function.
@@ -251,7 +194,7 @@ class Trainer:
             ConfigError: If ``criterion`` is not callable.
 
         """
-        self._classes["criterion"] = _check_class("criterion", criterion)
+        self._classes["criterion"] = check_class("criterion", criterion)
 
     def set_optimizer(self, optimizer_class: type[torch.optim.Optimizer] | None) -> None:
         """Set the optimizer class (it may instead be searched with ``choose_class``).
@@ -260,7 +203,7 @@ class Trainer:
             ConfigError: If ``optimizer_class`` is not a class (e.g. a name or an instance).
 
         """
-        self._classes["optimizer"] = _check_class("optimizer", optimizer_class)
+        self._classes["optimizer"] = check_class("optimizer", optimizer_class)
 
     def set_scheduler(self, scheduler_class: Any) -> None:
         """Set the learning-rate scheduler class (stepped once per epoch).
@@ -269,7 +212,7 @@ class Trainer:
             ConfigError: If ``scheduler_class`` is not a class (e.g. a name or an instance).
 
         """
-        self._classes["scheduler"] = _check_class("scheduler", scheduler_class)
+        self._classes["scheduler"] = check_class("scheduler", scheduler_class)
 
     def prime_model(self, *args: Any, **kwargs: Any) -> None:
         """Fix arguments passed to the model class in every run."""
@@ -412,12 +355,12 @@ class Trainer:
             for cls in classes:
                 if not isinstance(cls, type) and target == "criterion":
                     continue  # an instance or function is used as it is, unprimed
-                accepted = _keyword_names(cls, _SUPPLIED.get(target, 0) + len(args))
+                accepted = keyword_names(cls, _SUPPLIED.get(target, 0) + len(args))
                 for name in primed:
                     if accepted is not None and name not in accepted:
                         problems.append(
                             f"prime_{target}({name}=...): {name!r} is not an argument of "
-                            f"{target} {_label_of(cls)} (it takes "
+                            f"{target} {label_of(cls)} (it takes "
                             f"{', '.join(accepted) or 'none'})." + did_you_mean(name, accepted)
                         )
         return problems
@@ -455,12 +398,12 @@ class Trainer:
                 continue
             when = hyp.conditions(name).get(CLASS)
             for cls in self._candidate_classes(target, hyp):
-                if when is not None and _label_of(cls) not in when:
+                if when is not None and label_of(cls) not in when:
                     continue
-                accepted = _keyword_names(cls, _SUPPLIED.get(target, 0) + len(args))
+                accepted = keyword_names(cls, _SUPPLIED.get(target, 0) + len(args))
                 if accepted is not None and name not in accepted:
                     problems.append(
-                        f"{name!r} is not an argument of {target} {_label_of(cls)} (it takes "
+                        f"{name!r} is not an argument of {target} {label_of(cls)} (it takes "
                         f"{', '.join(accepted) or 'none'})." + did_you_mean(name, accepted)
                     )
         return problems
@@ -535,13 +478,13 @@ class Trainer:
             if not explain:
                 raise  # a trial records the user's own exception as its failure
             raise ConfigError(
-                f"building the {target} {_label_of(cls)} failed: {type(exc).__name__}: "
+                f"building the {target} {label_of(cls)} failed: {type(exc).__name__}: "
                 f"{exc}; check set_{target}(...), prime_{target}(...) and the {target} "
                 "search space"
             ) from exc
         if target == "model" and not isinstance(built, nn.Module):
             raise ConfigError(
-                f"the model {_label_of(cls)} built a {type(built).__name__}, not a "
+                f"the model {label_of(cls)} built a {type(built).__name__}, not a "
                 "torch.nn.Module; set_model takes an nn.Module subclass"
             )
         return built
@@ -590,7 +533,7 @@ class Trainer:
             scheduler = self._build(
                 "scheduler", values.get("scheduler", {}), optimizer, explain=explain
             )
-        amp = _amp_mode(self.amp, self.device)
+        amp = amp_mode(self.amp, self.device)
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         batch_size = values.get("loader", {}).get("batch_size", self.batch_size)
         on_gpu = self.device if self.device.type == "cuda" else None
@@ -695,8 +638,8 @@ class Trainer:
                 f"resume must be False, True (the newest run) or a run folder path, got {resume!r}"
             )
         if run_name is not None:
-            problems.extend(p for p in [_folder_name_problem("run_name", run_name)] if p)
-        problems.extend(_callback_problems(callbacks))
+            problems.extend(p for p in [folder_name_problem("run_name", run_name)] if p)
+        problems.extend(callback_problems(callbacks))
         raise_all(problems)
         self.check()
         ckpt = None
@@ -799,126 +742,9 @@ class Trainer:
         return state
 
 
-def _is_positive_number(value: Any) -> bool:
-    """Whether ``value`` is a finite real number above 0 (bools are not numbers here)."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
-def _folder_name_problem(arg: str, value: Any) -> str | None:
-    """Say why ``value`` cannot name a folder inside ``runs_dir``, or return ``None``."""
-    if (
-        not isinstance(value, str)
-        or not value.strip()
-        or "/" in value
-        or "\\" in value
-        or "\0" in value
-    ):
-        return (
-            f"{arg} must be a non-empty string without '/' (it names a folder inside "
-            f"runs_dir), got {value!r}"
-        )
-    return None
-
-
-def _callback_problems(callbacks: Any) -> list[str]:
-    """Say which of ``callbacks`` are not :class:`Callback` objects (empty if all are)."""
-    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
-        return [f"callbacks must be a list of Callback objects, got {callbacks!r}"]
-    return [
-        f"callbacks must be instances of hpo_trainer.Callback (subclass it and override "
-        f"on_epoch_end etc.), but item {i} is {type(cb).__name__} {cb!r}"
-        for i, cb in enumerate(callbacks)
-        if not isinstance(cb, Callback)
-    ]
-
-
-def _check_class(target: str, value: Any) -> Any:
-    """Return ``value`` if it can build ``target`` each run (a class or a factory), or None.
-
-    Raises:
-        ConfigError: If ``value`` is a name, an instance or anything else not callable.
-
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        raise ConfigError(
-            f"set_{target} takes a class, not its name: got the string {value!r}; import "
-            f"it and pass the class itself, e.g. set_{target}({value.rpartition('.')[2]})"
-        )
-    built = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
-    if target != "criterion" and isinstance(value, built):
-        cls = type(value).__name__
-        raise ConfigError(
-            f"set_{target} takes the {target} class, which is built fresh for every run, "
-            f"not an instance: got a {cls} object; pass {cls} and give its arguments with "
-            f"prime_{target}(...)"
-        )
-    if not callable(value):
-        raise ConfigError(
-            f"set_{target} takes a class (or a function building the {target}), got "
-            f"{type(value).__name__} {value!r}"
-        )
-    return value
-
-
 def _as_tensors(ds: Any) -> Any:
     tensors = data.in_memory(ds) if ds is not None else None
     return ds if tensors is None else tensors
-
-
-def group_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Group flat ``{"target.name": v}`` params by target; grouped ones pass through."""
-    grouped: dict[str, dict[str, Any]] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            grouped.setdefault(key, {}).update(value)
-            continue
-        target, sep, name = str(key).partition(".")
-        if not sep and key in TARGETS:
-            raise ConfigError(
-                f"params target {key!r} must map names to values, e.g. "
-                f"{{{key!r}: {{'lr': 0.01}}}}, got {value!r}"
-            )
-        if not sep:
-            raise ConfigError(
-                f"parameter {key!r} has no target; write it as 'optimizer.{key}' or group it "
-                f"as {{'optimizer': {{{key!r}: ...}}}}"
-            )
-        grouped.setdefault(target, {})[name] = value
-    return grouped
-
-
-def _label_of(cls: Any) -> str:
-    return getattr(cls, "__qualname__", None) or getattr(cls, "__name__", None) or repr(cls)
-
-
-def _keyword_names(cls: Any, supplied: int) -> list[str] | None:
-    """Names ``cls`` accepts as keywords after ``supplied`` leading positionals, or None."""
-    try:
-        sig = inspect.signature(cls)
-    except (TypeError, ValueError):
-        return None
-    params = list(sig.parameters.values())
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    positional = [
-        p
-        for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    taken = {p.name for p in positional[:supplied]}
-    return [
-        p.name
-        for p in params
-        if p.name not in taken
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
 
 
 def _new_run_dir(runs_dir: Path, name: str) -> Path:

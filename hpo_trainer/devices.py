@@ -1,0 +1,86 @@
+"""Where a run computes: device choice, mixed precision, and seeding."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+
+from hpo_trainer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return the device to use: ``auto`` picks CUDA, then Apple's MPS, then the CPU.
+
+    Raises:
+        ConfigError: If the device name is not valid.
+
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
+        ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} needs CUDA, but no CUDA GPU is available here (torch "
+                f"{torch.__version__}); use device='auto' or 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(
+                f"device {device!r} names CUDA GPU {resolved.index}, but only {count} "
+                f"{'is' if count == 1 else 'are'} visible; use cuda:0 .. cuda:{count - 1}"
+            )
+    if resolved.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {device!r} needs Apple's MPS, which is not available here")
+    return resolved
+
+
+def _mps_available() -> bool:
+    """Return whether Apple's MPS backend can be used here."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def amp_mode(amp: bool | str | None, device: torch.device) -> str | None:
+    """Return the mixed-precision mode to use: ``"bf16"``, ``"fp16"`` or ``None``.
+
+    ``True`` picks bfloat16 where the GPU supports it, else float16 (with a gradient
+    scaler). Mixed precision is only used on CUDA; elsewhere it logs why and returns None.
+
+    Raises:
+        ConfigError: If ``amp`` is not one of the accepted values.
+
+    """
+    if amp in (None, False):
+        return None
+    if amp not in (True, "bf16", "fp16"):
+        raise ConfigError(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
+    if device.type != "cuda":
+        logger.warning("mixed precision is only used on CUDA; training in float32 on %s", device)
+        return None
+    if amp is True:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return str(amp)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
