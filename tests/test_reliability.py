@@ -180,24 +180,30 @@ def test_chaos_random_sigkills_lose_no_trial(tmp_path, capsys):
         return proc
 
     workers = [start() for _ in range(4)]
-    kills = 0
-    end = time.monotonic() + 20
-    time.sleep(5)  # let them import torch and start trials
-    while time.monotonic() < end:
-        # kill workers that are past start-up, so that kills land in trials
-        alive = [w for w in workers if w.poll() is None and time.monotonic() - started[w] > 4]
-        if not alive:
-            time.sleep(0.5)
-            continue
-        victim = rng.choice(alive)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        kills += 1
-        workers.remove(victim)
-        workers.append(start())
-        time.sleep(2)
-    for w in workers:
-        assert w.wait(timeout=300) == 0
+    try:
+        kills = 0
+        end = time.monotonic() + 20
+        time.sleep(5)  # let them import torch and start trials
+        while time.monotonic() < end:
+            # kill workers that are past start-up, so that kills land in trials
+            alive = [w for w in workers if w.poll() is None and time.monotonic() - started[w] > 4]
+            if not alive:
+                time.sleep(0.5)
+                continue
+            victim = rng.choice(alive)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            workers.remove(victim)
+            workers.append(start())
+            time.sleep(2)
+        for w in workers:
+            assert w.wait(timeout=300) == 0
+    finally:
+        for w in workers:  # never leave a worker behind, whatever happened
+            if w.poll() is None:
+                w.kill()
+                w.wait()
     study = optuna.load_study(study_name="chaos", storage=url)
     trials = study.trials
     states = Counter(t.state for t in trials)
