@@ -88,7 +88,7 @@ from torch.optim import SGD
 from hpo_trainer import Hyperparameters, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import Result, print_table, ratio  # noqa: E402
+from _shared import Result, print_table, ratio, stderr_to, torch_threads  # noqa: E402
 
 THIS = Path(__file__).resolve()
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -210,33 +210,6 @@ def median(values: Sequence[float]) -> float:
 def fmt(value: float, spec: str = ".1f") -> str:
     """Format a number, ``-`` for NaN."""
     return "-" if value is None or math.isnan(value) else format(value, spec)
-
-
-@contextlib.contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
-    """Point file descriptor 2 (inherited by spawned workers) at ``path`` for the block."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -864,6 +837,7 @@ def open_for_work(ov: OverheadStudy, trainer: Trainer) -> None:
 def storage_trial(ov: OverheadStudy, trainer: Trainer, rng: random.Random) -> dict[str, float]:
     """One trial's storage work, by hpo-trainer's functions in ``_work``'s order; ms by phase."""
     from hpo_trainer import checkpoint
+    from hpo_trainer import heartbeat as hb
     from hpo_trainer import search as hs
     from hpo_trainer.pruning import FastReporter
 
@@ -874,7 +848,7 @@ def storage_trial(ov: OverheadStudy, trainer: Trainer, rng: random.Random) -> di
     with ov.lock:  # search._work
         if c.heartbeat_interval and isinstance(storage, optuna.storages.RDBStorage):
             optuna.storages.fail_stale_trials(study)
-            hs._fail_silent_trials(study, storage, 3 * c.grace_period)
+            hb.fail_silent_trials(study, storage, 3 * c.grace_period)
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state in DONE)
         running = sum(1 for t in trials if t.state == TrialState.RUNNING)
@@ -884,7 +858,7 @@ def storage_trial(ov: OverheadStudy, trainer: Trainer, rng: random.Random) -> di
         if trial is None:
             raise RuntimeError("no room in the overhead study's budget")
         if c.heartbeat_interval:
-            hs._beat(storage, trial._trial_id)
+            hb.beat(storage, trial._trial_id)
     t1 = time.perf_counter()
     root = hs._root_number(trial)  # search._run_trial
     trial.set_user_attr("worker", 0)

@@ -83,7 +83,7 @@ from torch.optim import SGD
 from hpo_trainer import Hyperparameters, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import Result, print_table, ratio  # noqa: E402
+from _shared import Result, print_table, ratio, stderr_to, torch_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "studies" / "digits_mlp.py"
@@ -115,32 +115,6 @@ class Config:
 
 FULL = Config(1000, 20, 400, 10, 20, 2, 40, 2, 40, (0, 1, 2, 3, 4))
 QUICK = Config(1000, 20, 100, 4, 6, 1, 12, 1, 20, (0,))
-
-
-@contextlib.contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
-    """Send file descriptor 2 (also that of spawned worker processes) to ``path``."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -1,12 +1,18 @@
-"""What the benchmarks share: aligned tables and ``RESULT`` lines."""
+"""What the benchmarks share: aligned tables, ``RESULT`` lines, stderr and thread control."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import torch
 
 
 @dataclass
@@ -40,3 +46,30 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
 def ratio(a: float, b: float) -> float:
     """``a / b``, or NaN when ``b`` is zero or either is NaN."""
     return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 (inherited by spawned workers) at ``path`` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
