@@ -83,6 +83,34 @@ def _runs_dir_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _study_option(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=VALUE with NAME a keyword of make_trainer, got {text!r}"
+        )
+    if name in ("runs_dir", "quiet"):
+        raise argparse.ArgumentTypeError(f"set {name} with --{name.replace('_', '-')}")
+    try:
+        value = json.loads(raw)  # numbers, true/false, null, lists
+    except ValueError:
+        value = raw  # anything else is a string: --option data_root=/data/digits
+    return name, value
+
+
+def _study_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        type=_study_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="passed to the study file's make_trainer(NAME=VALUE); repeatable",
+    )
+
+
 def _storage_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
@@ -129,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study_file", help="a study file, e.g. studies/digits_mlp.py")
     p.add_argument("--study-name", help="default: the trainer's name")
     _storage_options(p)
+    _study_options(p)
     p.add_argument("--trials", type=_positive_int, help="finished trials the study should reach")
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
     p.add_argument(
@@ -191,6 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-val", action="store_true", help="train on train + val")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
     _runs_dir_option(p)
+    _study_options(p)
 
     p = command("dashboard", "open optuna-dashboard on the study storage")
     _storage_options(p)
@@ -257,7 +287,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         os.environ["HPO_TRAINER_LOG_LEVEL"] = "WARNING"
         logging.getLogger("hpo_trainer.search").setLevel(logging.WARNING)
     defaults = studyfile.defaults(args.study_file, "SEARCH")
-    trainer = studyfile.load_trainer_from_file(args.study_file, runs_dir=args.runs_dir, quiet=True)
+    trainer = studyfile.load_trainer_from_file(
+        args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=True
+    )
     options: dict[str, Any] = {
         "epochs": args.epochs or defaults.get("epochs", 10),
         "n_trials": args.trials or defaults.get("n_trials", 20),
@@ -464,7 +496,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     record = export.read(args.params)
     defaults = studyfile.defaults(args.study_file, "TRAIN")
     trainer = studyfile.load_trainer_from_file(
-        args.study_file, runs_dir=args.runs_dir, quiet=args.quiet
+        args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=args.quiet
     )
     recorded = record.get("study_file_sha256")
     if recorded and recorded != studyfile.file_hash(args.study_file):

@@ -181,3 +181,23 @@ def test_report_is_one_offline_html_file_with_the_plots(tmp_path):
         assert f"<h2>{heading}" in page
     assert page.count("plotly.js v") == 1  # the library embedded once: works offline
     assert "https://cdn" not in page.split("<h1>")[1][:2000]
+
+
+def test_study_file_options_from_the_command_line(tmp_path):
+    cnn = ROOT / "studies" / "digits_cnn_imagefolder.py"
+    hpo(
+        "search",
+        cnn,
+        "-o",
+        f"data_root={tmp_path / 'pngs'}",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        cwd=tmp_path,
+    )
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["test", "train", "val"]
+    proc = hpo("search", STUDY, "--option", "colour=red", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "unexpected keyword argument 'colour'" in proc.stderr
+    proc = hpo("search", STUDY, "--option", "nonsense", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "must be NAME=VALUE" in proc.stderr
