@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import sys
+import tempfile
 import textwrap
-from collections.abc import Iterator, Sequence
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,3 +77,41 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def run_parts(title: str, parts: Sequence[str], run: Callable[[str, Path], list[Result]]) -> int:
+    """Run each part in a scratch folder, print a header and the RESULT lines; return 0.
+
+    Args:
+        title: The benchmark's name, e.g. ``"bench_search (full)"``.
+        parts: The names of the parts to run, in order.
+        run: Runs one part in the given scratch folder and returns its results; an
+            exception becomes a failed result (the other parts still run).
+    """
+    import optuna
+
+    print(f"{title}: {', '.join(parts)}")
+    print(
+        f"  python {platform.python_version()}, torch {torch.__version__}, optuna "
+        f"{optuna.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    results: list[Result] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"{title.split()[0]}_") as tmp:
+        print(f"  files in {tmp}")
+        for name in parts:
+            t0 = time.perf_counter()
+            try:
+                results += run(name, Path(tmp) / name)
+            except Exception:
+                traceback.print_exc()
+                results.append(Result(name, None, "", "runs without an error", False))
+            print(
+                f"  [{name}: {time.perf_counter() - t0:.1f} s, load average "
+                f"{os.getloadavg()[0]:.2f}]",
+                flush=True,
+            )
+    print(f"\n{title.split()[0]} done in {time.perf_counter() - started:.1f} s")
+    for result in results:
+        print(result.line())
+    return 0

@@ -69,9 +69,7 @@ import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
-import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -88,7 +86,7 @@ from torch.optim import SGD
 from hpo_trainer import Hyperparameters, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import Result, print_table, ratio, stderr_to, torch_threads  # noqa: E402
+from _shared import Result, print_table, ratio, run_parts, stderr_to, torch_threads  # noqa: E402
 
 THIS = Path(__file__).resolve()
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -1126,31 +1124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = list(dict.fromkeys(args.only or BENCHES))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    print(f"bench_scaleout ({'quick' if args.quick else 'full'}): {', '.join(parts)}")
-    print(
-        f"  python {platform.python_version()}, torch {torch.__version__}, optuna "
-        f"{optuna.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    mode = "quick" if args.quick else "full"
+    return run_parts(
+        f"bench_scaleout ({mode})", parts, lambda name, folder: BENCHES[name](cfg, folder, pg_url)
     )
-    results: list[Result] = []
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_scaleout_") as tmp:
-        print(f"  files in {tmp}")
-        for name in parts:
-            t0 = time.perf_counter()
-            try:
-                results += BENCHES[name](cfg, Path(tmp) / name, pg_url)
-            except Exception:
-                traceback.print_exc()
-                results.append(Result(name, None, "", "runs without an error", False))
-            print(
-                f"  [{name}: {time.perf_counter() - t0:.1f} s, load average "
-                f"{os.getloadavg()[0]:.2f}]",
-                flush=True,
-            )
-    print(f"\nbench_scaleout done in {time.perf_counter() - started:.1f} s")
-    for result in results:
-        print(result.line())
-    return 0
 
 
 if __name__ == "__main__":

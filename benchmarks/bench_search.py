@@ -57,17 +57,13 @@ import argparse
 import contextlib
 import datetime
 import math
-import os
-import platform
 import random
 import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -83,7 +79,7 @@ from torch.optim import SGD
 from hpo_trainer import Hyperparameters, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import Result, print_table, ratio, stderr_to, torch_threads  # noqa: E402
+from _shared import Result, print_table, ratio, run_parts, stderr_to, torch_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "studies" / "digits_mlp.py"
@@ -895,29 +891,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     mode = "quick" if args.quick else "full"
-    print(f"bench_search ({mode}): {', '.join(parts)}")
-    print(
-        f"  python {platform.python_version()}, torch {torch.__version__}, optuna "
-        f"{optuna.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    return run_parts(
+        f"bench_search ({mode})", parts, lambda name, folder: BENCHES[name](cfg, folder)
     )
-    results: list[Result] = []
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
-        for name in parts:
-            t0 = time.perf_counter()
-            try:
-                results += BENCHES[name](cfg, Path(tmp) / name)
-            except Exception:
-                traceback.print_exc()
-                results.append(Result(name, None, "", "runs without an error", False))
-            print(
-                f"  [{name}: {time.perf_counter() - t0:.1f} s, load average "
-                f"{os.getloadavg()[0]:.2f}]"
-            )
-    print(f"\nbench_search done in {time.perf_counter() - started:.1f} s")
-    for result in results:
-        print(result.line())
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,24 @@ def _device_list(text: str) -> list[str]:
     return ids
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _int_in(low: int, high: int | None, what: str = "") -> Callable[[str], int]:
+    """Return an argparse type: a whole number from ``low`` to ``high`` (no limit if None)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"{what} from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {span.strip()}, got {value}")
+        return value
+
+    return convert
+
+
+_positive_int = _int_in(1, None)
+_port = _int_in(1, 65535, "a TCP port")
 
 
 def _storage_arg(text: str) -> str:
@@ -58,16 +69,6 @@ def _storage_arg(text: str) -> str:
             "leave --storage out for the default"
         )
     return text
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {value}")
-    return value
 
 
 #: Environment variables that set defaults (for containers and job schedulers).
@@ -242,16 +243,9 @@ def _storage_url(args: argparse.Namespace) -> str:
 
 def _open(args: argparse.Namespace) -> Any:
     """Open the storage for reading, failing if it does not exist yet."""
-    from hpo_trainer.storage import open_storage, parse_url
+    from hpo_trainer.storage import open_storage
 
-    url = _storage_url(args)
-    spec = parse_url(url)
-    if spec.path is not None and not spec.path.exists():
-        raise ConfigError(
-            f"no study storage at {spec.path}; run `hpo-trainer search STUDY_FILE` first, or "
-            "pass --storage"
-        )
-    return open_storage(url, heartbeat_interval=None)
+    return open_storage(_storage_url(args), heartbeat_interval=None, must_exist=True)
 
 
 def _pick_study(storage: Any, name: str | None) -> str:

@@ -240,18 +240,6 @@ def _short(x: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-__all__ = [
-    "Batch",
-    "Dataset",
-    "TensorBatches",
-    "check_dataset",
-    "in_memory",
-    "length",
-    "make_batches",
-    "split_xy",
-]
-
-
 def merge(first: Any, second: Any) -> Any:
     """Return one dataset holding ``first`` then ``second`` (e.g. train + val for a final run).
 
@@ -266,3 +254,16 @@ def merge(first: Any, second: Any) -> Any:
     from torch.utils.data import ConcatDataset
 
     return ConcatDataset([first, second])
+
+
+__all__ = [
+    "Batch",
+    "Dataset",
+    "TensorBatches",
+    "check_dataset",
+    "in_memory",
+    "length",
+    "make_batches",
+    "merge",
+    "split_xy",
+]

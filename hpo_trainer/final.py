@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from hpo_trainer.export import write_text
 
 if TYPE_CHECKING:
     from hpo_trainer.trainer import Trainer
@@ -75,9 +76,7 @@ def final_run(
         "files": files,
         "searched_in": dict(provenance or {}),
     }
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, run_dir / "summary.json")
+    write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
     return summary
 
 

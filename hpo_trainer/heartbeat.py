@@ -86,3 +86,48 @@ def fail_silent_trials(study: optuna.Study, storage: Any, older_than: float) -> 
             logger.warning("trial %d never sent a heartbeat; failed and re-queued", trial_id)
             if retry is not None:
                 retry(study, storage.get_trial(trial_id))
+
+
+class Requeue:
+    """Queue a failed trial again: same parameters, its epochs so far, its retry history.
+
+    The one way a trial is retried, whether its worker died (Optuna calls this as the
+    storage's stale-trial callback) or was stopped by a signal. Like Optuna's own retry
+    callback, but the new attempt does not inherit the failed attempt's user attributes
+    (its worker, host, reason for stopping): it records its own.
+
+    Args:
+        max_retry: Give up on a trial after this many retries (``None``: never).
+
+    """
+
+    def __init__(self, max_retry: int | None = None) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Add the WAITING copy of ``trial`` to ``study``."""
+        system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": []}
+        system_attrs.update(trial.system_attrs)
+        system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+        if self.max_retry is not None and len(system_attrs["retry_history"]) > self.max_retry:
+            logger.warning(
+                "trial %d failed %d times; not retried again",
+                trial.number,
+                len(system_attrs["retry_history"]),
+            )
+            return
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                system_attrs=system_attrs,
+                intermediate_values=trial.intermediate_values,
+            )
+        )
+
+
+def root_number(trial: optuna.trial.FrozenTrial) -> int:
+    """Return the number of the first attempt of ``trial`` (itself unless it is a retry)."""
+    root = trial.system_attrs.get("failed_trial")
+    return trial.number if root is None else int(root)

@@ -28,20 +28,23 @@ def migrate(
         Trials copied, by study name.
 
     Raises:
-        ConfigError: If the study does not exist in the source, exists in the target
-            without ``overwrite``, or source and target are the same storage (checked before
-            anything is deleted).
+        StorageError: If the source is a file that does not exist.
+        ConfigError: If the source holds no study, the study does not exist in the source,
+            exists in the target without ``overwrite``, or source and target are the same
+            storage (checked before anything is deleted).
 
     """
-    src = open_storage(source, heartbeat_interval=None)
-    dst = open_storage(target, heartbeat_interval=None)
+    src = open_storage(source, heartbeat_interval=None, must_exist=True)
     available = [s.study_name for s in optuna.get_all_study_summaries(src, False)]
+    if not available:
+        raise ConfigError(f"{mask_url(source)} holds no study; nothing to copy")
     if study_name is not None and study_name not in available:
         raise ConfigError(
             f"no study named {study_name!r} in {mask_url(source)}; it has: "
             f"{', '.join(available) or 'no studies'}." + did_you_mean(study_name, available)
         )
     names = [study_name] if study_name is not None else available
+    dst = open_storage(target, heartbeat_interval=None)
     existing = {s.study_name for s in optuna.get_all_study_summaries(dst, False)}
     clash = [n for n in names if n in existing]
     if clash and not overwrite:

@@ -41,7 +41,7 @@ from hpo_trainer.errors import (
     NonFiniteLossError,
     raise_all,
 )
-from hpo_trainer.heartbeat import Heartbeat, beat, fail_silent_trials
+from hpo_trainer.heartbeat import Heartbeat, Requeue, beat, fail_silent_trials, root_number
 from hpo_trainer.interrupt import FLAG, StopFlag, stop_on_signals
 from hpo_trainer.pruning import FastReporter
 from hpo_trainer.storage import budget_lock, default_url, open_storage, parse_url
@@ -447,9 +447,7 @@ def trial_dir(cfg: SearchConfig, number: int) -> Path:
 
 def _root_number(trial: optuna.Trial) -> int:
     """Return the number of the first attempt of this trial (itself unless a retry)."""
-    frozen = trial.study._storage.get_trial(trial._trial_id)
-    root = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
-    return trial.number if root is None else int(root)
+    return root_number(trial.study._storage.get_trial(trial._trial_id))
 
 
 def _best(history: Mapping[str, list[float]], metric: str, direction: str) -> tuple[float, int]:
@@ -574,21 +572,7 @@ def _leave_for_retry(
     for key, val in attrs.items():
         trial.set_user_attr(key, val)
     study.tell(trial, state=TrialState.FAIL)
-    frozen = study._storage.get_trial(trial._trial_id)
-    # As Optuna's retry of a dead worker's trial does (same system attributes, so the retry
-    # finds the first attempt's checkpoint), but without this attempt's user attributes.
-    system_attrs: dict[str, Any] = {"failed_trial": frozen.number, "retry_history": []}
-    system_attrs.update(frozen.system_attrs)
-    system_attrs["retry_history"] = [*system_attrs["retry_history"], frozen.number]
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            system_attrs=system_attrs,
-            intermediate_values=frozen.intermediate_values,
-        )
-    )
+    Requeue()(study, study._storage.get_trial(trial._trial_id))
     logger.info("trial %d interrupted after epoch %d; re-queued", trial.number, epochs)
     return TrialState.FAIL, epochs - resumed
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage
 
 from hpo_trainer.errors import StorageError
+from hpo_trainer.heartbeat import Requeue
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +210,14 @@ def open_storage(
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT,
     grace_period: int | None = DEFAULT_GRACE,
     max_retry: int = DEFAULT_MAX_RETRY,
+    must_exist: bool = False,
 ) -> BaseStorage:
     """Open the Optuna storage named by ``url``.
 
     Args:
         url: A storage URL (see the module docs).
+        must_exist: Refuse a SQLite or journal file that does not exist yet, instead of
+            creating it (for commands that only read a study).
         heartbeat_interval: Seconds between a running trial's heartbeats (databases only).
         grace_period: Seconds without a heartbeat after which a trial is failed.
         max_retry: How often a failed-by-heartbeat trial is re-queued with its params.
@@ -226,6 +230,11 @@ def open_storage(
 
     """
     spec = parse_url(url)
+    if must_exist and spec.path is not None and not spec.path.exists():
+        raise StorageError(
+            f"no study storage at {spec.path}; run `hpo-trainer search STUDY_FILE` first, or "
+            "give the storage that holds the study (--storage)"
+        )
     if spec.path is not None:
         _prepare_file(spec)
     if spec.kind == "journal":
@@ -249,7 +258,7 @@ def open_storage(
                 f"cannot open the storage {mask_url(spec.url)}: {_first_line(exc)}. Check that "
                 "the server is running and the host, port and password are right"
             ) from None
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+    retry = Requeue(max_retry=max_retry)
     engine_kwargs: dict[str, Any] = {}
     if spec.kind == "sqlite":
         # WAL is a property of the file; set it before anything else opens it.

@@ -666,8 +666,10 @@ class Trainer:
         stock: list[Callback] = [
             CheckpointCallback(run_dir / "checkpoints", every=save_every or epochs),
             TensorBoardCallback(run_dir, every=update_every, hparams=hparams),
-            ProgressCallback(enabled=False if self.quiet else None),
         ]
+        progress = ProgressCallback(enabled=False if self.quiet else None)
+        if progress.enabled:  # its per-batch hook is only worth calling when it shows
+            stock.append(progress)
         started = time.perf_counter()
         with stop_on_signals() as flag:
             flag.state = run.state

@@ -237,3 +237,12 @@ def test_bad_device_list_is_a_usage_error(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "distinct GPU ids" in proc.stderr
+
+
+def test_migrate_from_a_missing_file_or_an_empty_storage_writes_nothing(tmp_path):
+    with pytest.raises(StorageError, match="no study storage at .*missing.db"):
+        migrate(f"sqlite:///{tmp_path}/missing.db", f"sqlite:///{tmp_path}/b.db")
+    open_storage(f"sqlite:///{tmp_path}/empty.db")  # a storage with no study in it
+    with pytest.raises(ConfigError, match="holds no study; nothing to copy"):
+        migrate(f"sqlite:///{tmp_path}/empty.db", f"sqlite:///{tmp_path}/b.db")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("missing", "b.db"))]
