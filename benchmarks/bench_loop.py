@@ -44,7 +44,7 @@ from torch.optim import SGD
 from torch.utils.data import DataLoader, Dataset
 
 from hpo_trainer import Trainer
-from hpo_trainer.data import TensorBatches
+from hpo_trainer.train.data import TensorBatches
 
 LOOP_TARGET = 1.05  # trainer / hand-written, at most
 SPEEDUP_TARGET = 2.0  # template / fast path, at least

@@ -260,7 +260,7 @@ def pg_reachable(url: str | None) -> str | None:
 
 def open_study_storage(url: str) -> Any:
     """hpo-trainer's storage for ``url`` (no heartbeat: for reading results only)."""
-    from hpo_trainer.storage import open_storage
+    from hpo_trainer.search.storage import open_storage
 
     return open_storage(url, heartbeat_interval=None)
 
@@ -363,9 +363,9 @@ def run_cell(
     kind: str, workers: int, rnd: int, cfg: Config, tmp: Path, log: Path, pg_url: str | None
 ) -> Cell:
     """Run one search of ``cfg.tp_trials`` tiny trials and summarise it."""
-    from hpo_trainer.search import create_study, make_config, run_worker
+    from hpo_trainer.search.engine import create_study, make_config, run_worker
     from hpo_trainer.studyfile import load_trainer_from_file
-    from hpo_trainer.workers import run_workers
+    from hpo_trainer.search.processes import run_workers
 
     cell = Cell(kind, workers, rnd)
     folder = tmp / f"{kind}-w{workers}-r{rnd}"
@@ -419,7 +419,7 @@ def run_cell(
 
 def _warm_up_in_process(kinds: Sequence[str], tmp: Path, log: Path, pg_url: str | None) -> None:
     """A 2-trial search per storage kind in this process, untimed: pays one-off costs."""
-    from hpo_trainer.search import create_study, make_config, run_worker
+    from hpo_trainer.search.engine import create_study, make_config, run_worker
     from hpo_trainer.studyfile import load_trainer_from_file
 
     _pay_one_off_costs()
@@ -756,8 +756,8 @@ def build_overhead_study(
     kind: str, size: int, trainer: Trainer, cfg: Config, tmp: Path, pg_url: str | None
 ) -> OverheadStudy:
     """Create a study with ``size`` finished trials, its trial folders and best checkpoints."""
-    from hpo_trainer import checkpoint
-    from hpo_trainer.search import create_study, make_config, trial_dir
+    from hpo_trainer.train import checkpoint
+    from hpo_trainer.search.engine import create_study, make_config, trial_dir
 
     started = time.perf_counter()
     name = f"bench_scaleout_ov_{kind}_{size}_{uuid.uuid4().hex[:10]}"
@@ -812,9 +812,9 @@ def build_overhead_study(
 
 def open_for_work(ov: OverheadStudy, trainer: Trainer) -> None:
     """Open the study as ``run_worker`` does (storage, sampler, pruner, lock)."""
-    from hpo_trainer.search import _storage
-    from hpo_trainer.storage import budget_lock
-    from hpo_trainer.strategies import make_pruner, make_sampler
+    from hpo_trainer.search.engine import _storage
+    from hpo_trainer.search.storage import budget_lock
+    from hpo_trainer.search.strategies import make_pruner, make_sampler
 
     c = ov.search_cfg
     ov.storage = _storage(c)
@@ -834,10 +834,10 @@ def open_for_work(ov: OverheadStudy, trainer: Trainer) -> None:
 
 def storage_trial(ov: OverheadStudy, trainer: Trainer, rng: random.Random) -> dict[str, float]:
     """One trial's storage work, by hpo-trainer's functions in ``_work``'s order; ms by phase."""
-    from hpo_trainer import checkpoint
-    from hpo_trainer import heartbeat as hb
-    from hpo_trainer import search as hs
-    from hpo_trainer.pruning import FastReporter
+    from hpo_trainer.train import checkpoint
+    from hpo_trainer.search import heartbeat as hb
+    from hpo_trainer.search import engine as hs
+    from hpo_trainer.search.pruning import FastReporter
 
     c, study, storage = ov.search_cfg, ov.study, ov.storage
     assert ov.sampler_clock is not None
@@ -905,7 +905,7 @@ def storage_trial(ov: OverheadStudy, trainer: Trainer, rng: random.Random) -> di
 def local_trial_seconds(trainer: Trainer, folder: Path, epochs: int, seed: int) -> float:
     """One trial's training as ``_run_trial`` does it, with no storage: build, fit with the
     checkpoint and TensorBoard callbacks."""
-    from hpo_trainer.callbacks import CheckpointCallback, TensorBoardCallback
+    from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback
 
     values = trainer.resolve_params({"optimizer.lr": 0.01})
     started = time.perf_counter()
@@ -921,7 +921,7 @@ def local_trial_seconds(trainer: Trainer, folder: Path, epochs: int, seed: int) 
 
 def real_loop(ov: OverheadStudy, trainer: Trainer, n: int, log: Path) -> list[float]:
     """Run ``n`` more trials with the real ``run_worker``; return their start-to-start gaps."""
-    from hpo_trainer.search import run_worker
+    from hpo_trainer.search.engine import run_worker
 
     existing = {t.number for t in ov.study.get_trials(deepcopy=False)}
     done = sum(1 for t in ov.study.get_trials(deepcopy=False) if t.state in DONE)

@@ -238,7 +238,7 @@ def _time_trial(
         The ms per epoch spent in ``report`` and in ``should_prune``.
 
     """
-    from hpo_trainer.pruning import FastReporter
+    from hpo_trainer.search.pruning import FastReporter
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -263,8 +263,8 @@ def _time_trial(
 
 def bench_storage(cfg: Config, tmp: Path) -> list[Result]:
     """Part 1: ms per reported epoch, hpo-trainer's storage set-up vs Optuna's default."""
-    from hpo_trainer.storage import open_storage
-    from hpo_trainer.strategies import make_pruner
+    from hpo_trainer.search.storage import open_storage
+    from hpo_trainer.search.strategies import make_pruner
 
     tmp.mkdir(parents=True)
     started = time.perf_counter()

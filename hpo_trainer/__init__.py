@@ -1,19 +1,16 @@
-"""hpo-trainer: Optuna-backed hyperparameter search and training for PyTorch models."""
+"""hpo-trainer: Optuna-backed hyperparameter search and training for PyTorch models.
+
+The public names below are imported on first use, so ``import hpo_trainer`` is cheap and
+importing the training layer (:mod:`hpo_trainer.train`) never pulls in Optuna.
+"""
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.callbacks import (
-    Callback,
-    CheckpointCallback,
-    EarlyStopping,
-    ProgressCallback,
-    PruningCallback,
-    TensorBoardCallback,
-)
-from hpo_trainer.devices import resolve_device
+from hpo_trainer._version import __version__
 from hpo_trainer.errors import (
     CheckpointError,
     ConfigError,
@@ -23,18 +20,56 @@ from hpo_trainer.errors import (
     SpaceError,
     StorageError,
 )
-from hpo_trainer.loop import FitState, History, fit
-from hpo_trainer.space import CLASS, Hyperparameters
-from hpo_trainer.trainer import Trainer
+
+if TYPE_CHECKING:
+    from hpo_trainer.search.pruning import PruningCallback
+    from hpo_trainer.space import CLASS, Hyperparameters
+    from hpo_trainer.train.callback import Callback
+    from hpo_trainer.train.callbacks import (
+        CheckpointCallback,
+        EarlyStopping,
+        ProgressCallback,
+        TensorBoardCallback,
+    )
+    from hpo_trainer.train.devices import resolve_device
+    from hpo_trainer.train.loop import fit
+    from hpo_trainer.train.state import FitState, History
+    from hpo_trainer.trainer import Trainer
 
 # We use Optuna's heartbeat, retry and metric-name features on purpose; their "experimental"
 # warnings, attributed to our modules, say nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*(is|are) experimental", module=r"hpo_trainer")
 
-try:
-    __version__ = version("hpo-trainer")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+#: Where each lazily imported public name lives.
+_LAZY = {
+    "CLASS": "hpo_trainer.space",
+    "Hyperparameters": "hpo_trainer.space",
+    "Callback": "hpo_trainer.train.callback",
+    "CheckpointCallback": "hpo_trainer.train.callbacks",
+    "EarlyStopping": "hpo_trainer.train.callbacks",
+    "ProgressCallback": "hpo_trainer.train.callbacks",
+    "TensorBoardCallback": "hpo_trainer.train.callbacks",
+    "PruningCallback": "hpo_trainer.search.pruning",
+    "resolve_device": "hpo_trainer.train.devices",
+    "fit": "hpo_trainer.train.loop",
+    "FitState": "hpo_trainer.train.state",
+    "History": "hpo_trainer.train.state",
+    "Trainer": "hpo_trainer.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpo_trainer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CLASS",

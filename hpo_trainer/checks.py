@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.callbacks import Callback
 from hpo_trainer.errors import ConfigError
 from hpo_trainer.space import TARGETS
+from hpo_trainer.train.callbacks import Callback
 
 
 def is_positive_number(value: Any) -> bool:

@@ -7,13 +7,13 @@ Exit codes: 0 success, 1 an error (one paragraph on stderr, a traceback only wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import socket
 import sys
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def _storage_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from hpo_trainer import __version__
+    from hpo_trainer._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="hpo-trainer",
@@ -236,14 +236,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _storage_url(args: argparse.Namespace) -> str:
-    from hpo_trainer.storage import default_url
+    from hpo_trainer.search.storage import default_url
 
     return args.storage or default_url(args.runs_dir)
 
 
 def _open(args: argparse.Namespace) -> Any:
     """Open the storage for reading, failing if it does not exist yet."""
-    from hpo_trainer.storage import open_storage
+    from hpo_trainer.search.storage import open_storage
 
     return open_storage(_storage_url(args), heartbeat_interval=None, must_exist=True)
 
@@ -273,8 +273,7 @@ def _pick_study(storage: Any, name: str | None) -> str:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from hpo_trainer import studyfile
-    from hpo_trainer.search import create_study, make_config, run_worker
-    from hpo_trainer.workers import run_workers
+    from hpo_trainer.search.engine import search
 
     if not args.debug:
         # The live progress line replaces the per-trial log lines of the workers.
@@ -289,6 +288,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "n_trials": args.trials or defaults.get("n_trials", 20),
         "storage": args.storage or defaults.get("storage"),
         "study_name": args.study_name or defaults.get("study_name"),
+        "n_workers": args.workers,
+        "devices": args.devices,
+        "workers_per_device": args.workers_per_device,
+        "provenance": {
+            "study_file": str(Path(args.study_file).resolve()),
+            "study_file_sha256": studyfile.file_hash(args.study_file),
+        },
     }
     for key in ("sampler", "pruner", "seed", "timeout", "metric", "direction"):
         value = getattr(args, key)
@@ -296,67 +302,56 @@ def _cmd_search(args: argparse.Namespace) -> int:
             value = defaults.get(key)
         if value is not None:
             options[key] = value
-    cfg = make_config(trainer, **options)
-    study = create_study(cfg)
-    study.set_user_attr("hpo:study_file", str(Path(args.study_file).resolve()))
-    study.set_user_attr("hpo:study_file_sha256", studyfile.file_hash(args.study_file))
-    slots = None
-    if args.devices is not None:
-        from hpo_trainer.workers import device_slots
 
-        slots = device_slots(args.devices, args.workers_per_device)
-    workers = args.workers or (len(slots) if slots else 1)
-    _say(
-        args,
-        f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
-        f"{workers} worker(s), storage {_masked(cfg.storage)}",
-    )
-    with _live(args, study, cfg.n_trials):
-        if workers == 1 and slots is None:
-            run_worker(trainer, cfg, worker=0)
-        else:
-            run_workers(trainer, cfg, n_workers=workers, devices=slots)
+    def announce(cfg: Any) -> None:
+        _say(
+            args,
+            f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
+            f"{cfg.n_workers} worker(s), storage {_masked(cfg.storage)}",
+        )
+
+    with _live(args, sys.stderr.isatty()) as show:
+        outcome = search(trainer, progress=show, on_start=announce, **options)
+    cfg = outcome.config
     _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
+    if outcome.problem is not None:
+        print(f"error: {outcome.problem}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _live(args: argparse.Namespace, study: Any, total: int) -> Any:
-    """Show live progress on stderr: rewritten in place on a terminal, a line per change
-    in the finished count otherwise.
+@contextlib.contextmanager
+def _live(args: argparse.Namespace, tty: bool) -> Iterator[Callable[[Any], None] | None]:
+    """Yield the progress printer: on a terminal a line rewritten in place, otherwise a
+    line each time the finished count changes; ``None`` with ``--quiet``.
     """
-    import contextlib
-
-    from hpo_trainer.progress import Monitor, Progress
-
     if args.quiet:
-        return contextlib.nullcontext()
-    tty = sys.stderr.isatty()
+        yield None
+        return
     last_done = [-1]
 
-    def show(p: Progress) -> None:
+    def show(p: Any) -> None:
         if tty:
             print("\r\033[K" + p.line(), end="", file=sys.stderr, flush=True)
         elif p.done != last_done[0]:
             last_done[0] = p.done
             print(p.line(), file=sys.stderr, flush=True)
 
-    class _Live(Monitor):
-        def __exit__(self, *exc: object) -> None:
-            super().__exit__(*exc)
-            if tty:
-                print(file=sys.stderr)
-
-    return _Live(study, total, show)
+    try:
+        yield show
+    finally:
+        if tty:
+            print(file=sys.stderr)
 
 
 def _open_url(url: str) -> Any:
-    from hpo_trainer.storage import open_storage
+    from hpo_trainer.search.storage import open_storage
 
     return open_storage(url, heartbeat_interval=None)
 
 
 def _masked(url: str) -> str:
-    from hpo_trainer.storage import mask_url
+    from hpo_trainer.search.storage import mask_url
 
     return mask_url(url)
 
@@ -364,48 +359,6 @@ def _masked(url: str) -> str:
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr)
-
-
-def study_summary(storage: Any, name: str) -> dict[str, Any]:
-    """Return a JSON-ready summary of one study."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    states = Counter(t.state.name for t in trials)
-    summary: dict[str, Any] = {
-        "study": name,
-        "direction": study.direction.name.lower(),
-        "metric": study.user_attrs.get("hpo:metric"),
-        "trials": len(trials),
-        "states": dict(states),
-    }
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    if complete:
-        best = study.best_trial
-        summary["best"] = {"trial": best.number, "value": best.value, "params": best.params}
-    running = [t for t in trials if t.state.name == "RUNNING"]
-    summary["running"] = [
-        {
-            "trial": t.number,
-            "epoch": max(t.intermediate_values, default=0),
-            "worker": t.user_attrs.get("worker"),
-            "host": t.user_attrs.get("host"),
-            "cuda_visible_devices": t.user_attrs.get("cuda_visible_devices"),
-        }
-        for t in running
-    ]
-    times = [t.user_attrs["wall_time"] for t in trials if "wall_time" in t.user_attrs]
-    summary["mean_trial_seconds"] = round(sum(times) / len(times), 3) if times else None
-    budget = study.user_attrs.get("hpo:n_trials")
-    finished = states.get("COMPLETE", 0) + states.get("PRUNED", 0)
-    summary["budget"] = budget
-    summary["eta_seconds"] = None
-    if budget is not None and times:
-        # the trials left, run by as many workers as are running now (at least one)
-        left = max(0, budget - finished)
-        summary["eta_seconds"] = round(left * sum(times) / len(times) / max(1, len(running)))
-    return summary
 
 
 def _print_status(
@@ -416,7 +369,9 @@ def _print_status(
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
     if only is not None:
         names = [_pick_study(storage, only)]
-    summaries = [study_summary(storage, n) for n in names]
+    from hpo_trainer.search import facts
+
+    summaries = [facts.summary(optuna.load_study(study_name=n, storage=storage)) for n in names]
     if as_json:
         print(json.dumps(summaries, indent=2))
         return
@@ -437,7 +392,7 @@ def _print_status(
             where = f"worker {r['worker']} on {r['host']}" + (f", GPU {gpu}" if gpu else "")
             print(f"  running: trial {r['trial']} at epoch {r['epoch']} ({where})")
         if s["budget"] is not None:
-            done = s["states"].get("COMPLETE", 0) + s["states"].get("PRUNED", 0)
+            done = s["finished"]
             eta = s["eta_seconds"]
             left = f", about {_duration(eta)} left" if eta and done < s["budget"] else ""
             print(f"  budget: {done}/{s['budget']} finished{left}")
@@ -499,7 +454,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.study_file,
         )
     if args.merge_val:
-        from hpo_trainer.data import merge
+        from hpo_trainer.train.data import merge
 
         trainer.train_data = merge(trainer.train_data, trainer.val_data)
     from hpo_trainer.final import final_run
@@ -546,7 +501,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from hpo_trainer.migrate import migrate
+    from hpo_trainer.search.migrate import migrate
 
     copied = migrate(
         args.source, args.target, study_name=args.study_name, overwrite=args.overwrite

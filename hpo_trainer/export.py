@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from hpo_trainer.checks import group_params
 from hpo_trainer.errors import ConfigError
-from hpo_trainer.storage import mask_url
+from hpo_trainer.search.storage import mask_url
 
 FORMAT = "hpo-trainer/params-v1"
 
@@ -22,7 +22,7 @@ FORMAT = "hpo-trainer/params-v1"
 def _versions() -> dict[str, str]:
     import torch
 
-    from hpo_trainer import __version__
+    from hpo_trainer._version import __version__
 
     return {
         "hpo_trainer": __version__,

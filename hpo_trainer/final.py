@@ -37,7 +37,7 @@ def _export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[st
 
 
 def _example_input(trainer: Trainer) -> Any:
-    from hpo_trainer.data import make_batches, split_xy
+    from hpo_trainer.train.data import make_batches, split_xy
 
     source = trainer.test_data if trainer.test_data is not None else trainer.val_data
     if source is None:

@@ -8,18 +8,17 @@ with your rights.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpo_trainer.errors import ConfigError, HpoTrainerError
-
-if TYPE_CHECKING:
-    from hpo_trainer.trainer import Trainer
+from hpo_trainer.trainer import Trainer
 
 
 def load_module(path: str | Path) -> ModuleType:
@@ -59,7 +58,8 @@ def load_trainer_from_file(path: str | Path, **options: Any) -> Trainer:
         **options: Keyword options for ``make_trainer`` (``runs_dir``, ``quiet``, ...).
 
     Returns:
-        The trainer, with :attr:`~hpo_trainer.Trainer.source` set so workers can rebuild it.
+        The trainer, with :attr:`~hpo_trainer.Trainer.factory` set so that worker processes
+        rebuild it by importing the file again.
 
     Raises:
         ConfigError: If the file has no ``make_trainer``, it does not take the options,
@@ -67,8 +67,6 @@ def load_trainer_from_file(path: str | Path, **options: Any) -> Trainer:
             not return a Trainer.
 
     """
-    from hpo_trainer.trainer import Trainer
-
     module = load_module(path)
     make = getattr(module, "make_trainer", None)
     if not callable(make):
@@ -98,7 +96,9 @@ def load_trainer_from_file(path: str | Path, **options: Any) -> Trainer:
         raise ConfigError(
             f"make_trainer() in {str(path)!r} must return a Trainer, got {type(trainer).__name__}"
         )
-    trainer.source = (str(Path(path).resolve()), dict(options))
+    trainer.factory = functools.partial(
+        load_trainer_from_file, str(Path(path).resolve()), **options
+    )
     return trainer
 
 

@@ -7,25 +7,19 @@ Training is :func:`hpo_trainer.loop.fit`; searching is :func:`hpo_trainer.search
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import pickle
 import signal
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from hpo_trainer import checkpoint, data
-from hpo_trainer.callbacks import (
-    Callback,
-    CheckpointCallback,
-    ProgressCallback,
-    TensorBoardCallback,
-)
 from hpo_trainer.checks import (
     callback_problems,
     check_class,
@@ -35,8 +29,6 @@ from hpo_trainer.checks import (
     keyword_names,
     label_of,
 )
-from hpo_trainer.devices import amp_mode, resolve_device, seed_everything
-from hpo_trainer.dimensions import CategoricalDim
 from hpo_trainer.errors import (
     ConfigError,
     DataError,
@@ -45,9 +37,21 @@ from hpo_trainer.errors import (
     did_you_mean,
     raise_all,
 )
-from hpo_trainer.interrupt import stop_on_signals
-from hpo_trainer.loop import FitState, History, MetricFn, fit
+from hpo_trainer.search import facts
+from hpo_trainer.search.engine import search
 from hpo_trainer.space import CLASS, TARGETS, Hyperparameters
+from hpo_trainer.space.dimensions import CategoricalDim
+from hpo_trainer.train import checkpoint, data
+from hpo_trainer.train.callbacks import (
+    Callback,
+    CheckpointCallback,
+    ProgressCallback,
+    TensorBoardCallback,
+)
+from hpo_trainer.train.devices import amp_mode, resolve_device, seed_everything
+from hpo_trainer.train.interrupt import stop_on_signals
+from hpo_trainer.train.loop import MetricFn, fit
+from hpo_trainer.train.state import FitState, History, Run
 
 if TYPE_CHECKING:
     import optuna
@@ -57,18 +61,6 @@ logger = logging.getLogger(__name__)
 #: Arguments a target receives from the trainer, never from the user.
 _SUPPLIED = {"optimizer": 1, "scheduler": 1, "model": 0, "criterion": 0}
 _LOADER_NAMES = ("batch_size",)
-
-
-@dataclass
-class Run:
-    """Everything one training run needs, built from one set of parameters."""
-
-    state: FitState
-    train_batches: Any
-    val_batches: Any
-    test_batches: Any
-    amp: str | None
-    criterion: Any
 
 
 class Trainer:
@@ -174,7 +166,9 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
         self.run_dir: Path | None = None
-        self.source: tuple[str, dict[str, Any]] | None = None
+        #: How a worker process rebuilds this trainer (set by a study file); ``None``
+        #: sends the trainer itself, pickled.
+        self.factory: Callable[[], Trainer] | None = None
 
     # -- the template's setters ----------------------------------------------------------
 
@@ -721,19 +715,57 @@ class Trainer:
         Args:
             epochs: Epochs per trial.
             iters: Finished trials the study should have in total, across all workers.
-            **options: See :func:`hpo_trainer.search.search` (``study_name``, ``storage``,
-                ``sampler``, ``pruner``, ``n_workers``, ``timeout``, ``seed``,
-                ``direction``, ``metric``, ...).
+            **options: See :func:`hpo_trainer.search.config.make_config` (``study_name``,
+                ``storage``, ``sampler``, ``pruner``, ``n_workers``, ``devices``,
+                ``timeout``, ``seed``, ``direction``, ``metric``, ...).
 
         Returns:
             The ``optuna.Study``.
 
-        """
-        from hpo_trainer.search import best_values, search
+        Raises:
+            ConfigError: If an option is invalid, or the search stopped short of its budget
+                without a single completed trial.
 
-        study = search(self, epochs=epochs, n_trials=iters, **options)
-        self._best = best_values(self, study)
-        return study
+        """
+        outcome = search(self, epochs=epochs, n_trials=iters, **options)
+        best = facts.best(outcome.study)
+        if outcome.problem is not None:
+            if best is None:
+                raise ConfigError(outcome.problem)
+            logger.warning("%s", outcome.problem)
+        if best is None:
+            raise ConfigError(
+                f"study {outcome.study.study_name!r} has no completed trial yet; run the "
+                "search first"
+            )
+        self._best = self.resolve_params(best.params)
+        return outcome.study
+
+    def metric_names(self) -> list[str]:
+        """Return the metrics a run records every epoch (accuracy for classification)."""
+        names = ["train/loss", "train/acc"]
+        if self.val_data is not None:
+            names += ["val/loss", "val/acc"] + [f"val/{m}" for m in self._metric_fns]
+        return names
+
+    def worker_factory(self) -> Callable[[], Trainer]:
+        """Return how a worker process rebuilds this trainer: its study file, or a pickle.
+
+        Raises:
+            ConfigError: If the trainer cannot be pickled and came from no study file.
+
+        """
+        if self.factory is not None:
+            return self.factory
+        try:
+            return functools.partial(pickle.loads, pickle.dumps(self))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise ConfigError(
+                f"n_workers > 1 needs a trainer that can be sent to worker processes, but it "
+                f"cannot be pickled ({exc}); define models, datasets and metrics at module "
+                "level (not in a function or lambda), or use a study file with "
+                "`hpo-trainer search`"
+            ) from exc
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers get the configuration, not the last run's model and optimizer.

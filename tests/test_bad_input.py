@@ -34,8 +34,8 @@ from hpo_trainer import (
     Trainer,
     export,
 )
-from hpo_trainer.migrate import migrate
-from hpo_trainer.storage import mask_url, open_storage, parse_url
+from hpo_trainer.search.migrate import migrate
+from hpo_trainer.search.storage import mask_url, open_storage, parse_url
 from hpo_trainer.studyfile import defaults, load_trainer_from_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,8 @@ import pathlib
 import pytest
 import torch
 
-from hpo_trainer import CheckpointError, checkpoint
+from hpo_trainer import CheckpointError
+from hpo_trainer.train import checkpoint
 
 
 def test_round_trip_with_recorded_size_and_checksum(tmp_path):

@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from scenarios import FINISHED, check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
-from hpo_trainer.migrate import migrate
-from hpo_trainer.storage import open_storage
+from hpo_trainer.search.migrate import migrate
+from hpo_trainer.search.storage import open_storage
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

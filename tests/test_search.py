@@ -10,7 +10,7 @@ from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
 from hpo_trainer.studyfile import load_trainer_from_file
-from hpo_trainer.workers import worker_env
+from hpo_trainer.search.processes import worker_env
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"
@@ -137,7 +137,7 @@ def test_bad_search_options_fail_before_anything_is_written(
 
 
 def test_unknown_storage_scheme_is_a_storage_error():
-    from hpo_trainer.storage import parse_url
+    from hpo_trainer.search.storage import parse_url
 
     with pytest.raises(StorageError, match="sqlite:///path/to/studies.db"):
         parse_url("runs/studies.db")
@@ -172,16 +172,10 @@ def test_every_pruner_runs(make_trainer, tmp_path, pruner):
 
 
 def test_eight_workers_on_one_sqlite_file_lose_nothing_to_lock_contention(make_trainer, tmp_path):
-    from hpo_trainer.search import make_config
-    from hpo_trainer.workers import run_workers
+    from hpo_trainer.search import search
 
-    tr = make_trainer()
-    cfg = make_config(tr, epochs=2, n_trials=16, storage=_url(tmp_path), seed=0)
-    from hpo_trainer.search import create_study
-
-    create_study(cfg)
-    codes = run_workers(tr, cfg, n_workers=8)
-    assert codes == [0] * 8  # no worker crashed
+    outcome = search(make_trainer(), epochs=2, n_trials=16, n_workers=8, storage=_url(tmp_path))
+    assert outcome.dead_workers == () and outcome.complete  # no worker crashed
     study = optuna.load_study(study_name="digits_mlp", storage=_url(tmp_path))
     states = Counter(t.state for t in study.trials)
     assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 16

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from test_scaleout import pg_url  # noqa: F401  (the fixture)
 
-from hpo_trainer.storage import mask_url
+from hpo_trainer.search.storage import mask_url
 
 BIN = Path(sys.executable).parent
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "digits_mlp.py"

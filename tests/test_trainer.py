@@ -112,7 +112,7 @@ def test_tuple_of_numpy_arrays_takes_the_fast_path(digits, tmp_path):
         )
     )
     run = tr.build({}, epochs=1)
-    from hpo_trainer.data import TensorBatches
+    from hpo_trainer.train.data import TensorBatches
 
     assert isinstance(run.train_batches, TensorBatches)
     assert tr.train(epochs=3)["val/acc"][-1] > 0.85

@@ -17,6 +17,14 @@ from optuna.trial import TrialState
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between a running trial's heartbeats.
+INTERVAL = 5
+#: Heartbeats a trial may miss before it counts as dead (the grace period is this many
+#: intervals).
+GRACE_BEATS = 4
+#: How often a trial whose worker died is retried before it is given up.
+MAX_RETRY = 3
+
 
 class Heartbeat:
     """Records a running trial's heartbeat every ``interval`` seconds, in a thread."""

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import optuna
 
-from hpo_trainer.dimensions import CategoricalDim, FloatDim, IntDim
 from hpo_trainer.errors import ConfigError, did_you_mean
 from hpo_trainer.space import Hyperparameters
+from hpo_trainer.space.dimensions import CategoricalDim, FloatDim, IntDim
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
 PRUNERS = ("median", "percentile", "halving", "hyperband", "patient", "none")

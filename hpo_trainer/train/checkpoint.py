@@ -25,7 +25,7 @@ import torch
 from hpo_trainer.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from hpo_trainer.loop import FitState
+    from hpo_trainer.train.state import FitState
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import numpy as np
@@ -84,3 +85,33 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def visible_gpus() -> list[str]:
+    """Return the ids of the GPUs this process may use (``CUDA_VISIBLE_DEVICES`` if set)."""
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def device_slots(devices: list[str], per_device: int = 1) -> list[str]:
+    """Return one device id per worker slot: each device repeated ``per_device`` times.
+
+    Raises:
+        ConfigError: If GPUs are visible and a device id names none of them.
+
+    """
+    if torch.cuda.is_available():
+        visible = visible_gpus()
+        count = len(visible)
+        missing = [d for d in devices if int(d) >= count]
+        if missing:
+            raise ConfigError(
+                f"--devices names GPU {', '.join(missing)}, but only {count} GPU(s) are "
+                f"visible (ids 0..{count - 1}); check nvidia-smi or CUDA_VISIBLE_DEVICES"
+            )
+        devices = [visible[int(d)] for d in devices]
+    return [d for d in devices for _ in range(per_device)]

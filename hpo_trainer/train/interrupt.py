@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpo_trainer.loop import FitState
+    from hpo_trainer.train.state import FitState
 
 logger = logging.getLogger(__name__)
 

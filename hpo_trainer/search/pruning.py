@@ -1,4 +1,4 @@
-"""Fast pruning decisions: report every epoch, decide without re-reading the study.
+"""Pruning: the callback that reports every epoch to a trial, and fast decisions.
 
 Optuna's ``trial.should_prune()`` re-reads the running trial and every completed trial
 from the storage on each call, although finished trials never change. For the pruners
@@ -12,10 +12,15 @@ keep their own state in the storage and go through ``trial.should_prune()``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from hpo_trainer.train.callback import Callback
+
+if TYPE_CHECKING:
+    from hpo_trainer.train.state import FitState
 
 _COMPLETE = (TrialState.COMPLETE,)
 
@@ -104,3 +109,35 @@ class FastReporter:
             trial_id=b._trial_id,
         )
         return self._pruner.prune(self._view, frozen)  # type: ignore[arg-type]
+
+
+class Reporter(Protocol):
+    """What pruning needs from a trial: ``optuna.Trial`` fits, and so does a faster stand-in."""
+
+    def report(self, value: float, step: int) -> None:
+        """Record the monitored value after an epoch."""
+
+    def should_prune(self) -> bool:
+        """Whether the trial should stop now."""
+
+
+class PruningCallback(Callback):
+    """Report the monitored metric to an Optuna trial every epoch; prune when it says so.
+
+    Args:
+        trial: An ``optuna.Trial`` (or anything with ``report`` and ``should_prune``).
+        metric: The metric to report, e.g. ``"val/loss"``.
+
+    """
+
+    def __init__(self, trial: Reporter, metric: str = "val/loss") -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Report, then raise ``optuna.TrialPruned`` if the pruner says so."""
+        value = state.metrics[self.metric]
+        self.trial.report(value, state.epoch)
+        if self.trial.should_prune():
+            state.stop_reason = f"pruned after epoch {state.epoch} ({self.metric}={value:.6g})"
+            raise optuna.TrialPruned(state.stop_reason)

@@ -1,4 +1,4 @@
-"""Search spaces: :class:`Hyperparameters`, made of dimensions (:mod:`hpo_trainer.dimensions`).
+"""Search spaces: :class:`Hyperparameters`, made of dimensions (:mod:`.dimensions`).
 
 A space knows Optuna's ``suggest_*`` calls and nothing of PyTorch. One definition serves
 the template's plain random draw (:meth:`Hyperparameters.sample`) and an Optuna trial
@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.dimensions import (
+from hpo_trainer.errors import SpaceError, did_you_mean, raise_all
+from hpo_trainer.space.dimensions import (
     CategoricalDim,
     Dimension,
     FloatDim,
@@ -21,7 +22,6 @@ from hpo_trainer.dimensions import (
     check_bounds,
     choice_label,
 )
-from hpo_trainer.errors import SpaceError, did_you_mean, raise_all
 
 if TYPE_CHECKING:
     import optuna

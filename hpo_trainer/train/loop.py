@@ -1,7 +1,7 @@
 """The training loop: ``fit``, one training epoch, evaluation, and the state callbacks see.
 
 This module knows PyTorch and nothing of Optuna: pruning, checkpoints, TensorBoard and
-progress all enter as callbacks (:mod:`hpo_trainer.callbacks`). The same :func:`fit` runs a
+progress all enter as callbacks (:mod:`hpo_trainer.train.callbacks`). The same :func:`fit` runs a
 search trial and the final training run.
 """
 
@@ -12,87 +12,19 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from hpo_trainer.errors import ConfigError, NonFiniteLossError
-
-if TYPE_CHECKING:
-    from hpo_trainer.callbacks import Callback
+from hpo_trainer.train.callback import Callback
+from hpo_trainer.train.state import FitState
 
 logger = logging.getLogger(__name__)
 
 PassBatch = Callable[[Any], Any]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], Any]
-
-
-class History(dict):
-    """Per-epoch metrics under namespaced keys (``train/loss``, ``val/acc``, ...).
-
-    The template's layout also works: ``history['loss']['val']`` is ``history['val/loss']``.
-    """
-
-    def __missing__(self, key: str) -> dict[str, list[float]]:
-        group = {k.split("/", 1)[0]: v for k, v in self.items() if k.split("/", 1)[-1] == key}
-        if not group:
-            raise KeyError(key)
-        return group
-
-    def append(self, metrics: Mapping[str, float]) -> None:
-        """Add one epoch's metrics."""
-        for name, value in metrics.items():
-            self.setdefault(name, []).append(value)
-
-    def truncate(self, epochs: int) -> None:
-        """Keep only the first ``epochs`` entries of every metric."""
-        for name in self:
-            del self[name][epochs:]
-
-
-@dataclass
-class FitState:
-    """What the loop is doing, handed to every callback.
-
-    Attributes:
-        model: The model being trained.
-        optimizer: Its optimizer.
-        scheduler: Its learning-rate scheduler, if any.
-        device: Where the model runs.
-        epochs: The epoch the run stops after.
-        epoch: Epochs completed so far (1 after the first epoch).
-        batch: Batches completed in the current epoch.
-        batches: Batches per training epoch.
-        metrics: The last completed epoch's metrics.
-        history: Every completed epoch's metrics.
-        params: The hyperparameters of this run, as stored (labels for objects).
-        stop: Set by a callback to end the run after the current epoch.
-        interrupted: Set (by a signal handler) to end the run at the next batch boundary.
-        stop_reason: Why the run stopped early, if it did.
-        loader_generator: The generator that shuffles the training set.
-        scaler: The gradient scaler of float16 mixed precision, if used.
-        extra: Free space for callbacks.
-
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    epochs: int = 1
-    epoch: int = 0
-    batch: int = 0
-    batches: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-    history: History = field(default_factory=History)
-    params: dict[str, Any] = field(default_factory=dict)
-    stop: bool = False
-    interrupted: bool = False
-    stop_reason: str | None = None
-    loader_generator: torch.Generator | None = None
-    scaler: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,8 +182,6 @@ def evaluate(
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
-    from hpo_trainer.callbacks import Callback
-
     return getattr(type(cb), hook) is not getattr(Callback, hook)
 
 

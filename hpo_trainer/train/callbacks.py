@@ -1,8 +1,8 @@
-"""Callbacks: one base with no-op hooks, and the stock ones (pruning, checkpoints,
-TensorBoard, progress, early stopping).
+"""The stock callbacks: checkpoints, TensorBoard, progress and early stopping.
 
-Each hook gets the one :class:`~hpo_trainer.loop.FitState`. A callback ends a run by setting
-``state.stop``; pruning raises ``optuna.TrialPruned``.
+Each hook gets the one :class:`~hpo_trainer.train.state.FitState`. A callback ends a run by
+setting ``state.stop``. Pruning is a callback too, on the search side
+(:class:`hpo_trainer.search.pruning.PruningCallback`).
 """
 
 from __future__ import annotations
@@ -12,67 +12,15 @@ import math
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from hpo_trainer import checkpoint
+from hpo_trainer.train import checkpoint
+from hpo_trainer.train.callback import Callback
 
 if TYPE_CHECKING:
-    from hpo_trainer.loop import FitState
+    from hpo_trainer.train.state import FitState
 
 logger = logging.getLogger(__name__)
-
-
-class Callback:
-    """Base class: override the hooks you need; the rest do nothing."""
-
-    def on_fit_start(self, state: FitState) -> None:
-        """Before the first epoch (also when resuming)."""
-
-    def on_epoch_start(self, state: FitState) -> None:
-        """Before each training epoch."""
-
-    def on_batch_end(self, state: FitState) -> None:
-        """After each training batch (only called if overridden, to keep the loop fast)."""
-
-    def on_epoch_end(self, state: FitState) -> None:
-        """After each epoch, once ``state.metrics`` and ``state.history`` hold it."""
-
-    def on_fit_end(self, state: FitState) -> None:
-        """After the last epoch, or after an early stop."""
-
-
-class Reporter(Protocol):
-    """What pruning needs from a trial: ``optuna.Trial`` fits, and so does a faster stand-in."""
-
-    def report(self, value: float, step: int) -> None:
-        """Record the monitored value after an epoch."""
-
-    def should_prune(self) -> bool:
-        """Whether the trial should stop now."""
-
-
-class PruningCallback(Callback):
-    """Report the monitored metric to an Optuna trial every epoch; prune when it says so.
-
-    Args:
-        trial: An ``optuna.Trial`` (or anything with ``report`` and ``should_prune``).
-        metric: The metric to report, e.g. ``"val/loss"``.
-
-    """
-
-    def __init__(self, trial: Reporter, metric: str = "val/loss") -> None:
-        self.trial = trial
-        self.metric = metric
-
-    def on_epoch_end(self, state: FitState) -> None:
-        """Report, then raise ``optuna.TrialPruned`` if the pruner says so."""
-        import optuna
-
-        value = state.metrics[self.metric]
-        self.trial.report(value, state.epoch)
-        if self.trial.should_prune():
-            state.stop_reason = f"pruned after epoch {state.epoch} ({self.metric}={value:.6g})"
-            raise optuna.TrialPruned(state.stop_reason)
 
 
 class CheckpointCallback(Callback):

@@ -14,14 +14,11 @@ One URL names a study's home everywhere:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import sqlite3
-import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +27,11 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
 from hpo_trainer.errors import StorageError
-from hpo_trainer.heartbeat import Requeue
+from hpo_trainer.search import heartbeat
+from hpo_trainer.search.heartbeat import Requeue
 
 logger = logging.getLogger(__name__)
 
-#: Heartbeat settings: a trial whose worker has not beaten for ``grace`` seconds is failed
-#: and retried.
-DEFAULT_HEARTBEAT = 5
-DEFAULT_GRACE = 20
-DEFAULT_MAX_RETRY = 3
 
 _FORMS = (
     "sqlite:///path/to/studies.db, postgresql+psycopg://user@host/db, "
@@ -207,9 +200,9 @@ def _tune_sqlite(storage: RDBStorage) -> None:
 def open_storage(
     url: str,
     *,
-    heartbeat_interval: int | None = DEFAULT_HEARTBEAT,
-    grace_period: int | None = DEFAULT_GRACE,
-    max_retry: int = DEFAULT_MAX_RETRY,
+    heartbeat_interval: int | None = heartbeat.INTERVAL,
+    grace_period: int | None = heartbeat.INTERVAL * heartbeat.GRACE_BEATS,
+    max_retry: int = heartbeat.MAX_RETRY,
     must_exist: bool = False,
 ) -> BaseStorage:
     """Open the Optuna storage named by ``url``.
@@ -376,90 +369,3 @@ def same_storage(first: str, second: str) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = mask_url(str(exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-class _NullLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _FileLock:
-    """An exclusive lock on a file beside the storage, held across processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._local = threading.Lock()
-
-    def __enter__(self) -> None:
-        self._local.acquire()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-        self._local.release()
-
-
-class _AdvisoryLock:
-    """A PostgreSQL advisory lock: one key per study, held by one session at a time."""
-
-    def __init__(self, storage: BaseStorage, key: str) -> None:
-        self.engine = getattr(storage, "engine", None)
-        self.key = key
-        self._conn: Any = None
-
-    def __enter__(self) -> None:
-        from sqlalchemy import text
-
-        self._conn = self.engine.connect()
-        self._conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": self.key})
-
-    def __exit__(self, *exc: object) -> None:
-        from sqlalchemy import text
-
-        try:
-            self._conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": self.key})
-        finally:
-            self._conn.close()
-            self._conn = None
-
-
-def budget_lock(url: str, storage: BaseStorage, study_name: str) -> Any:
-    """Return a lock that serialises "count the trials, then start one" across workers.
-
-    Holding it while counting and asking makes a shared budget exact: two workers can
-    never both see room for the last trial.
-    """
-    spec = parse_url(url)
-    if spec.kind in ("sqlite", "journal") and spec.path is not None:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
-        return _FileLock(spec.path.with_name(f"{spec.path.name}.{safe}.lock"))
-    if spec.kind == "postgresql" and getattr(storage, "engine", None) is not None:
-        return _AdvisoryLock(storage, f"hpo-trainer:{study_name}")
-    if spec.kind == "redis":
-        import redis
-
-        # Expires on its own if a worker dies holding it.
-        return redis.Redis.from_url(spec.url).lock(
-            f"hpo-trainer:budget:{study_name}", timeout=60, blocking_timeout=120
-        )
-    return _NullLock()
-
-
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Silence Optuna's own per-trial log lines (hpo-trainer logs its own)."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)

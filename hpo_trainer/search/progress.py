@@ -10,6 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo_trainer.search import facts
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -22,7 +24,8 @@ class Progress:
         pruned: Pruned trials.
         failed: Failed trials.
         best: ``(trial number, value)`` of the best trial, if any.
-        running: ``(worker, trial number, epoch)`` of each running trial.
+        running: ``(worker, trial number, epoch)`` of each running trial (``worker`` is
+            ``None`` until the trial has recorded it).
 
     """
 
@@ -44,7 +47,8 @@ class Progress:
             text += f" | best {self.best[1]:.5g} (trial {self.best[0]})"
         if self.running:
             text += " | " + ", ".join(
-                f"w{w}: trial {n} epoch {e}" for w, n, e in sorted(self.running, key=str)
+                ("" if w is None else f"w{w}: ") + f"trial {n} epoch {e}"
+                for w, n, e in sorted(self.running, key=str)
             )
         return text
 
@@ -52,24 +56,19 @@ class Progress:
 def snapshot(study: optuna.Study, total: int) -> Progress:
     """Read a :class:`Progress` from the study's storage."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = None
-    if complete:
-        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-        b = pick(complete, key=lambda t: t.value)
-        best = (b.number, float(b.value))
+    top = facts.best(study, trials)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     return Progress(
-        done=len(complete) + pruned,
+        done=facts.finished(trials),
         total=total,
-        complete=len(complete),
+        complete=complete,
         pruned=pruned,
         failed=sum(t.state == TrialState.FAIL for t in trials),
-        best=best,
+        best=None if top is None else (top.number, float(top.value)),  # type: ignore[arg-type]
         running=tuple(
-            (t.user_attrs.get("worker", "?"), t.number, max(t.intermediate_values, default=0))
-            for t in trials
-            if t.state == TrialState.RUNNING
+            (t.user_attrs.get("worker"), t.number, max(t.intermediate_values, default=0))
+            for t in facts.running(trials)
         ),
     )
 

@@ -7,7 +7,7 @@ import logging
 import optuna
 
 from hpo_trainer.errors import ConfigError, did_you_mean
-from hpo_trainer.storage import mask_url, open_storage, same_storage
+from hpo_trainer.search.storage import mask_url, open_storage, same_storage
 
 logger = logging.getLogger(__name__)
 

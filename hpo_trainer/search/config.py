@@ -1,0 +1,253 @@
+"""The search configuration: every option checked together, frozen, sent to each worker."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo_trainer.errors import ConfigError, HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.search import heartbeat
+from hpo_trainer.search.storage import default_url, parse_url
+from hpo_trainer.search.strategies import check_pruner, check_sampler
+from hpo_trainer.search.task import SearchTask
+from hpo_trainer.train.devices import device_slots
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a worker needs besides the task (picklable, sent to worker processes).
+
+    Attributes:
+        study_name: The study's name.
+        storage: The storage URL.
+        epochs: Epochs per trial.
+        n_trials: Finished (complete or pruned) trials the study should reach in total.
+        metric: The metric reported and optimised.
+        direction: ``minimize`` or ``maximize``.
+        sampler: A sampler name or object.
+        pruner: A pruner name or object.
+        seed: The base seed (worker ``i`` samples with ``seed + i * stride``).
+        timeout: Seconds after which a worker starts no new trial.
+        max_failures: Failed trials (exceptions in user code) after which workers stop.
+        keep_checkpoints: Checkpoints of this many best trials are kept; others are removed.
+        runs_dir: Where trial folders go: ``runs_dir/<study>/trial-<n>/``.
+        heartbeat_interval: Seconds between heartbeats of a running trial.
+        grace_period: Seconds without a heartbeat before a trial counts as dead.
+        n_workers: Local workers: 1 runs in this process, more are spawned processes.
+        slots: The GPU each worker process sees (``CUDA_VISIBLE_DEVICES``), or ``None`` to
+            spread them over the visible GPUs.
+        provenance: Recorded on the study as ``hpo:<key>`` (the study file and its hash).
+
+    """
+
+    study_name: str
+    storage: str
+    epochs: int
+    n_trials: int
+    metric: str = "val/loss"
+    direction: str = "minimize"
+    sampler: Any = "tpe"
+    pruner: Any = "median"
+    seed: int | None = None
+    timeout: float | None = None
+    max_failures: int = 10
+    keep_checkpoints: int = 3
+    runs_dir: str = "runs"
+    heartbeat_interval: int = heartbeat.INTERVAL
+    grace_period: int = heartbeat.INTERVAL * heartbeat.GRACE_BEATS
+    n_workers: int = 1
+    slots: tuple[str, ...] | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the one worker runs in this process (no spawned processes)."""
+        return self.n_workers == 1 and self.slots is None
+
+
+def _is_int(value: Any, least: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
+
+def _number_problems(
+    *,
+    epochs: Any,
+    n_trials: Any,
+    n_workers: Any,
+    workers_per_device: Any,
+    timeout: Any,
+    seed: Any,
+    max_failures: Any,
+    keep_checkpoints: Any,
+    heartbeat_interval: Any,
+    grace_period: Any,
+) -> list[str]:
+    """Say which numeric options are out of range (empty if none)."""
+    problems = [
+        f"{arg} must be an integer >= 1, got {value!r}"
+        for arg, value, optional in (
+            ("epochs", epochs, False),
+            ("iters (n_trials)", n_trials, False),
+            ("n_workers", n_workers, True),
+            ("workers_per_device", workers_per_device, False),
+        )
+        if not (optional and value is None) and not _is_int(value, 1)
+    ]
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if seed is not None and (not _is_int(seed, 0) or seed >= 2**32):
+        problems.append(f"seed must be an integer in [0, 2**32 - 1] or None, got {seed!r}")
+    if max_failures is not None and not _is_int(max_failures, 1):
+        problems.append(
+            f"max_failures must be an integer >= 1 (failed trials after which workers stop) "
+            f"or None, got {max_failures!r}"
+        )
+    if not _is_int(keep_checkpoints, 0):
+        problems.append(
+            f"keep_checkpoints must be an integer >= 0 (checkpoints of the best trials to "
+            f"keep), got {keep_checkpoints!r}"
+        )
+    if not _is_int(heartbeat_interval, 1):
+        problems.append(
+            f"heartbeat_interval must be a whole number of seconds >= 1, got "
+            f"{heartbeat_interval!r}"
+        )
+    elif grace_period is not None and (
+        not _is_int(grace_period, 1) or grace_period <= heartbeat_interval
+    ):
+        problems.append(
+            f"grace_period must be a whole number of seconds longer than heartbeat_interval "
+            f"({heartbeat_interval}), got {grace_period!r}"
+        )
+    return problems
+
+
+def make_config(
+    task: SearchTask,
+    *,
+    epochs: int,
+    n_trials: int,
+    n_workers: int | None = None,
+    devices: list[str] | None = None,
+    workers_per_device: int = 1,
+    study_name: str | None = None,
+    storage: str | None = None,
+    sampler: Any = "tpe",
+    pruner: Any = "median",
+    seed: int | None = None,
+    timeout: float | None = None,
+    direction: str | None = None,
+    metric: str = "val/loss",
+    max_failures: int | None = None,
+    keep_checkpoints: int = 3,
+    heartbeat_interval: int = heartbeat.INTERVAL,
+    grace_period: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    **unknown: Any,
+) -> SearchConfig:
+    """Check the search options together and return the worker configuration.
+
+    Args:
+        task: What to train (a :class:`~hpo_trainer.Trainer`).
+        epochs: Epochs per trial.
+        n_trials: Finished trials the study should reach in total, across all workers and
+            all runs of this search (a re-run continues to this total).
+        n_workers: Local workers (default 1, or one per device slot).
+        devices: GPU ids to spread worker processes over, e.g. ``["0", "1"]``.
+        workers_per_device: Workers sharing each device of ``devices``.
+        study_name: The study's name (default: the task's name).
+        storage: The storage URL (default: a SQLite file in the task's ``runs_dir``).
+        sampler: A sampler name or object.
+        pruner: A pruner name or object.
+        seed: The base seed of the samplers and trials.
+        timeout: Seconds after which a worker starts no new trial.
+        direction: ``minimize`` or ``maximize`` (default: by the metric).
+        metric: The metric reported and optimised.
+        max_failures: Failed trials after which workers stop (default: a quarter of the
+            budget, at least 10).
+        keep_checkpoints: Checkpoints of this many best trials are kept (0 keeps none).
+        heartbeat_interval: Seconds between heartbeats of a running trial.
+        grace_period: Seconds without a heartbeat before a trial counts as dead (default:
+            four heartbeats).
+        provenance: Facts recorded on the study (``study_file``, ``study_file_sha256``).
+        **unknown: Nothing: any other option is reported as unknown.
+
+    Returns:
+        The configuration each worker runs with.
+
+    Raises:
+        ConfigError: Listing every bad option.
+
+    """
+    problems: list[str] = []
+    if unknown:
+        skip = ("task", "unknown")
+        known = [n for n in inspect.signature(make_config).parameters if n not in skip]
+        problems.extend(
+            f"unknown search option {name!r}.{did_you_mean(name, known)} "
+            f"Options: {', '.join(known)}"
+            for name in unknown
+        )
+    problems += _number_problems(
+        epochs=epochs,
+        n_trials=n_trials,
+        n_workers=n_workers,
+        workers_per_device=workers_per_device,
+        timeout=timeout,
+        seed=seed,
+        max_failures=max_failures,
+        keep_checkpoints=keep_checkpoints,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+    )
+    for check in (lambda: check_sampler(sampler), lambda: check_pruner(pruner)):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    metrics = task.metric_names()
+    if metric not in metrics:
+        problems.append(
+            f"metric {metric!r} is not produced by the training loop; choose one of "
+            f"{', '.join(metrics)}"
+        )
+    if direction is None:
+        by_acc = isinstance(metric, str) and metric.endswith("/acc")
+        direction = "maximize" if by_acc else "minimize"
+    if direction not in ("minimize", "maximize"):
+        problems.append(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    if storage is None:
+        storage = default_url(task.runs_dir)
+    try:
+        parse_url(storage)
+    except HpoTrainerError as exc:
+        problems.append(str(exc))
+    if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
+        problems.append(f"study_name must be a non-empty string, got {study_name!r}")
+    raise_all(problems)
+    task.check()
+    slots = None if devices is None else tuple(device_slots(devices, workers_per_device))
+    return SearchConfig(
+        study_name=study_name or task.name,
+        storage=storage,
+        epochs=epochs,
+        n_trials=n_trials,
+        metric=metric,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        timeout=timeout,
+        max_failures=max_failures if max_failures is not None else max(10, n_trials // 4),
+        keep_checkpoints=keep_checkpoints,
+        runs_dir=str(task.runs_dir),
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period or heartbeat.GRACE_BEATS * heartbeat_interval,
+        n_workers=n_workers or (len(slots) if slots else 1),
+        slots=slots,
+        provenance=dict(provenance or {}),
+    )

@@ -1,0 +1,133 @@
+"""Worker processes: spawning them, their environment (threads, GPU), and their signals.
+
+Each local worker is a spawned process running :func:`hpo_trainer.search.worker.run_worker`
+on the shared study. It rebuilds the task with the task's own worker factory (a study file
+is imported again; a trainer made in a script is unpickled), uses ``cores // workers``
+torch threads, and sees only its GPU through ``CUDA_VISIBLE_DEVICES``. SIGINT and SIGTERM
+sent to the parent are passed on to every worker, which stops at the next batch boundary
+(see :mod:`hpo_trainer.train.interrupt`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+
+from hpo_trainer.errors import Interrupted
+from hpo_trainer.search.config import SearchConfig
+from hpo_trainer.search.task import SearchTask
+from hpo_trainer.search.worker import run_worker
+from hpo_trainer.train.devices import visible_gpus
+
+logger = logging.getLogger(__name__)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) -> dict[str, str]:
+    """Return the environment a worker process gets: its torch threads and its GPU.
+
+    Args:
+        worker: The worker's index.
+        n_workers: How many workers share the machine.
+        devices: GPU ids to spread workers over (default: the visible GPUs).
+
+    """
+    threads = max(1, _cores() // n_workers)
+    env = {"OMP_NUM_THREADS": str(threads), "HPO_TRAINER_THREADS": str(threads)}
+    devices = visible_gpus() if devices is None else devices
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
+    return env
+
+
+def _worker_main(factory: Callable[[], SearchTask], cfg: SearchConfig, worker: int) -> None:
+    threads = int(os.environ.get("HPO_TRAINER_THREADS", "0"))
+    if threads:
+        torch.set_num_threads(threads)
+    level = os.environ.get("HPO_TRAINER_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level, format=f"[worker {worker}] %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        run_worker(factory(), cfg, worker=worker)
+    except KeyboardInterrupt:  # before the worker's own handlers were installed
+        raise SystemExit(130) from None
+    except Interrupted as exc:
+        raise SystemExit(exc.exit_code) from None
+    # Everything is in the storage: skip the interpreter's slow tear-down of torch.
+    logging.shutdown()
+    os._exit(0)
+
+
+def run_workers(task: SearchTask, cfg: SearchConfig) -> list[int]:
+    """Start ``cfg.n_workers`` spawned worker processes on the study and wait for them.
+
+    SIGINT and SIGTERM are passed on to every worker; each stops at its next batch
+    boundary, leaves its trial to be retried, and exits with 128 + the signal number.
+
+    Returns:
+        The workers' exit codes (0 for a worker that finished; the caller decides what a
+        non-zero code means for the search).
+
+    Raises:
+        Interrupted: If a signal stopped the workers.
+        ConfigError: If the task cannot be sent to worker processes.
+
+    """
+    factory = task.worker_factory()
+    n_workers = cfg.n_workers
+    devices = list(cfg.slots) if cfg.slots is not None else None
+    ctx = mp.get_context("spawn")
+    procs: list[Any] = []
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        # Pass the signal on: each worker stops at its next batch and checkpoints.
+        received.append(signum)
+        if signum == signal.SIGINT and sys.platform == "win32":
+            return  # Windows delivers Ctrl-C to every process of the console already
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signum)
+
+    saved = dict(os.environ)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for i in range(n_workers):
+            # A spawned child copies this process's environment when it starts.
+            os.environ.update(worker_env(i, n_workers, devices))
+            proc = ctx.Process(target=_worker_main, args=(factory, cfg, i), name=f"worker-{i}")
+            proc.start()
+            procs.append(proc)
+            os.environ.clear()
+            os.environ.update(saved)
+            if received:
+                break
+        for proc in procs:
+            proc.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.environ.clear()
+        os.environ.update(saved)
+    codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
+    if received:
+        raise Interrupted(
+            received[0],
+            f"stopped by {signal.Signals(received[0]).name}; running trials will be retried "
+            "from their last checkpoints when the search runs again",
+        )
+    return codes
