@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo_trainer.checks import group_params
 from hpo_trainer.errors import ConfigError
+from hpo_trainer.search import facts
 from hpo_trainer.search.storage import mask_url
 
 FORMAT = "hpo-trainer/params-v1"
@@ -39,24 +39,22 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
         ConfigError: If the study has no completed trial.
 
     """
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete = facts.ranked(study)
     if not complete:
         raise ConfigError(
             f"study {study.study_name!r} has no completed trial to export yet; run "
             "`hpo-trainer search` until at least one trial completes"
         )
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete.sort(key=lambda t: t.value, reverse=reverse)
     best = complete[0]
     attrs = study.user_attrs
     record: dict[str, Any] = {
         "format": FORMAT,
         "params": group_params(best.params),
         "value": best.value,
-        "metric": attrs.get("hpo:metric", (study.metric_names or ["value"])[0]),
+        "metric": facts.metric(study) or "value",
         "direction": study.direction.name.lower(),
         "trial": best.number,
-        "epochs": attrs.get("hpo:epochs"),
+        "epochs": attrs.get(facts.EPOCHS_KEY),
         "study": study.study_name,
         "storage": mask_url(storage_url),
         "study_file": attrs.get("hpo:study_file"),

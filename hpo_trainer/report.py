@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from hpo_trainer.errors import ConfigError
+from hpo_trainer.export import check_output_path, write_text
+from hpo_trainer.search import facts
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +44,12 @@ def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
             directory or cannot be written.
 
     """
-    from hpo_trainer.export import check_output_path, write_text
-
     check_output_path(path, "report.html")  # before the plots are drawn
     try:
         import plotly  # noqa: F401
     except ImportError:
         raise ConfigError("the report needs plotly: pip install plotly") from None
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    if not finished:
+    if not facts.finished(study.get_trials(deepcopy=False)):
         raise ConfigError(
             f"study {study.study_name!r} has no finished trial to report on yet; run the search"
         )
@@ -63,9 +61,8 @@ def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(study.trials)} trials, direction {study.direction.name.lower()}",
     ]
-    complete = [t for t in finished if t.state == TrialState.COMPLETE]
-    if complete:
-        best = study.best_trial
+    best = facts.best(study)
+    if best is not None:
         parts.append(f"; best value {best.value:.6g} (trial {best.number})</p>")
         params = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
