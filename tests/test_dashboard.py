@@ -1,9 +1,9 @@
 """Real clients on what we write: the optuna command line, optuna-dashboard's API, and the
-dashboard's study page as a person sees it in headless Chromium."""
+dashboard's study page as a person sees it in headless Chromium (the ``chromium`` fixture in
+conftest.py: required in CI, skipped without a browser elsewhere)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +83,10 @@ def test_dashboard_api_lists_trials_and_their_intermediate_values(dashboard):
     assert detail["objective_names"] == ["val/loss"]
 
 
-def test_study_page_shows_the_trials_in_a_browser(dashboard, tmp_path):
-    assert CHROMIUM, "Chromium is missing: `make test` installs Debian's chromium package"
+def test_study_page_shows_the_trials_in_a_browser(chromium, dashboard, tmp_path):
     dom = subprocess.run(
         [
-            CHROMIUM,
+            chromium,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
