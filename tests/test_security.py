@@ -10,7 +10,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_scaleout import pg_url  # noqa: F401  (the fixture)
 
 from hpo_trainer.search.storage import mask_url
 
@@ -27,7 +26,7 @@ def _with_password(url: str) -> str:
     return f"{scheme}://{user.split(':')[0]}:{SECRET}@{host}"
 
 
-def test_password_never_appears_in_output_exports_attrs_or_files(pg_url, tmp_path):  # noqa: F811
+def test_password_never_appears_in_output_exports_attrs_or_files(pg_url, tmp_path):
     url = _with_password(pg_url)
     name = f"secret-{os.getpid()}-{time.time_ns()}"
     run = dict(cwd=tmp_path, capture_output=True, text=True)
