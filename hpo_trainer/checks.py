@@ -1,20 +1,32 @@
-"""Checks of what a user hands a :class:`~hpo_trainer.Trainer`: classes, their signatures,
-folder names, callbacks and parameter dicts. Each says what must hold and echoes the value.
+"""Checks of what a user hands a :class:`~hpo_trainer.Trainer`: its arguments, classes and
+their signatures, primed arguments and search spaces, folder names and callbacks.
+
+Each check says what must hold, echoes the bad value and offers the fix; the ``*_problems``
+functions return every problem found, for one :func:`~hpo_trainer.errors.raise_all`.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from hpo_trainer.errors import ConfigError
-from hpo_trainer.space import TARGETS
-from hpo_trainer.train.callbacks import Callback
+from hpo_trainer.errors import ConfigError, DataError, HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.params import group_params as group_params  # its old home; kept importable
+from hpo_trainer.space import CLASS, Hyperparameters
+from hpo_trainer.space.dimensions import CategoricalDim
+from hpo_trainer.train import data
+from hpo_trainer.train.callback import Callback
+
+#: Leading positional arguments a target receives from the trainer, never from the user.
+_SUPPLIED = {"optimizer": 1, "scheduler": 1, "model": 0, "criterion": 0}
+#: The names a loader space may search.
+_LOADER_NAMES = ("batch_size",)
 
 
 def is_positive_number(value: Any) -> bool:
@@ -85,28 +97,6 @@ def check_class(target: str, value: Any) -> Any:
     return value
 
 
-def group_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Group flat ``{"target.name": v}`` params by target; grouped ones pass through."""
-    grouped: dict[str, dict[str, Any]] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            grouped.setdefault(key, {}).update(value)
-            continue
-        target, sep, name = str(key).partition(".")
-        if not sep and key in TARGETS:
-            raise ConfigError(
-                f"params target {key!r} must map names to values, e.g. "
-                f"{{{key!r}: {{'lr': 0.01}}}}, got {value!r}"
-            )
-        if not sep:
-            raise ConfigError(
-                f"parameter {key!r} has no target; write it as 'optimizer.{key}' or group it "
-                f"as {{'optimizer': {{{key!r}: ...}}}}"
-            )
-        grouped.setdefault(target, {})[name] = value
-    return grouped
-
-
 def label_of(cls: Any) -> str:
     """Return a class's name as users write it (``SGD``, ``Net``)."""
     return getattr(cls, "__qualname__", None) or getattr(cls, "__name__", None) or repr(cls)
@@ -133,3 +123,198 @@ def keyword_names(cls: Any, supplied: int) -> list[str] | None:
         if p.name not in taken
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     ]
+
+
+# -- the Trainer's arguments -------------------------------------------------------------
+
+
+def check_datasets(train: Any, val: Any, test: Any) -> None:
+    """Check the train set and the optional validation and test sets.
+
+    Raises:
+        DataError: Listing every set that cannot be used, and why.
+
+    """
+    problems = []
+    for split, ds in (("train", train), ("val", val), ("test", test)):
+        if ds is None and split != "train":
+            continue
+        try:
+            data.check_dataset(ds, split)
+        except HpoTrainerError as exc:
+            problems.append(str(exc))
+    raise_all(problems, DataError)
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def trainer_problems(
+    *,
+    batch_size: Any,
+    grad_clip: Any,
+    name: Any,
+    runs_dir: Any,
+    amp: Any,
+    seed: Any,
+    num_workers: Any,
+) -> list[str]:
+    """Say what is wrong with the :class:`~hpo_trainer.Trainer` keyword arguments."""
+    problems = []
+    if not _is_int(batch_size, 1):
+        problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
+    if grad_clip is not None and not is_positive_number(grad_clip):
+        problems.append(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+    problems.extend(p for p in [folder_name_problem("name", name)] if p)
+    if not isinstance(runs_dir, (str, os.PathLike)) or not str(runs_dir).strip():
+        problems.append(
+            f"runs_dir must be a folder path (a str or Path), got {runs_dir!r}; the "
+            "default is 'runs'"
+        )
+    if not (amp is None or isinstance(amp, bool) or amp in ("bf16", "fp16")):
+        problems.append(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        problems.append(f"seed must be an integer or None, got {seed!r}")
+    if not _is_int(num_workers, 0):
+        problems.append(
+            f"num_workers must be an integer >= 0 (0 loads batches in this process), "
+            f"got {num_workers!r}"
+        )
+    return problems
+
+
+def train_problems(
+    *,
+    epochs: Any,
+    update_every: Any,
+    save_every: Any,
+    resume: Any,
+    run_name: Any,
+    callbacks: Any,
+) -> list[str]:
+    """Say what is wrong with the arguments of :meth:`~hpo_trainer.Trainer.train`."""
+    problems = [
+        f"{arg} must be an integer >= 1, got {value!r}"
+        for arg, value in (("epochs", epochs), ("update_every", update_every))
+        if not _is_int(value, 1)
+    ]
+    if save_every is not None and not _is_int(save_every, 1):
+        problems.append(f"save_every must be an integer >= 1 or None, got {save_every!r}")
+    if not isinstance(resume, (bool, str, os.PathLike)):
+        problems.append(
+            f"resume must be False, True (the newest run) or a run folder path, got {resume!r}"
+        )
+    if run_name is not None:
+        problems.extend(p for p in [folder_name_problem("run_name", run_name)] if p)
+    problems.extend(callback_problems(callbacks))
+    return problems
+
+
+# -- the configuration: classes, primed arguments and spaces -----------------------------
+
+
+def config_problems(
+    classes: Mapping[str, Any],
+    primed: Mapping[str, tuple[tuple, dict]],
+    spaces: Mapping[str, Hyperparameters],
+) -> list[str]:
+    """Say everything that keeps this configuration from building a run.
+
+    Args:
+        classes: The class (or factory) set for each target, ``None`` where unset.
+        primed: The primed ``(args, kwargs)`` of each target.
+        spaces: The search spaces, by target.
+
+    Returns:
+        One sentence per problem; empty if the configuration can build runs.
+
+    """
+    problems: list[str] = []
+    for target in ("model", "optimizer", "criterion"):
+        if classes[target] is None and not space_chooses_class(spaces.get(target)):
+            problems.append(
+                f"no {target} is set; call set_{target}(...) before training or searching"
+            )
+    for target, hyp in spaces.items():
+        try:
+            hyp.validate()
+        except HpoTrainerError as exc:
+            problems.append(f"{target} space: {exc}")
+            continue
+        problems.extend(_name_problems(target, hyp, classes[target], primed[target]))
+    problems.extend(_primed_problems(classes, primed, spaces))
+    return problems
+
+
+def space_chooses_class(hyp: Hyperparameters | None) -> bool:
+    """Whether the space ``hyp`` searches or fixes its target's class."""
+    return hyp is not None and (CLASS in hyp.searched or CLASS in hyp.fixed)
+
+
+def _candidate_classes(hyp: Hyperparameters | None, cls: Any) -> list[Any]:
+    """Return the classes a target may be built from: chosen in ``hyp``, else ``cls``."""
+    if hyp is not None and CLASS in hyp.searched:
+        dim = hyp.searched[CLASS]
+        return list(dim.choices) if isinstance(dim, CategoricalDim) else []
+    if hyp is not None and CLASS in hyp.fixed:
+        return [hyp.fixed[CLASS]]
+    return [cls] if cls is not None else []
+
+
+def _primed_problems(
+    classes: Mapping[str, Any],
+    primed: Mapping[str, tuple[tuple, dict]],
+    spaces: Mapping[str, Hyperparameters],
+) -> list[str]:
+    """Primed keywords that a class set (or searched) for their target does not take."""
+    problems = []
+    for target in ("model", "optimizer", "scheduler", "criterion"):
+        args, kwargs = primed[target]
+        for cls in _candidate_classes(spaces.get(target), classes[target]):
+            if not isinstance(cls, type) and target == "criterion":
+                continue  # an instance or function is used as it is, unprimed
+            accepted = keyword_names(cls, _SUPPLIED.get(target, 0) + len(args))
+            for name in kwargs:
+                if accepted is not None and name not in accepted:
+                    problems.append(
+                        f"prime_{target}({name}=...): {name!r} is not an argument of "
+                        f"{target} {label_of(cls)} (it takes "
+                        f"{', '.join(accepted) or 'none'})." + did_you_mean(name, accepted)
+                    )
+    return problems
+
+
+def _name_problems(
+    target: str, hyp: Hyperparameters, cls: Any, primed: tuple[tuple, dict]
+) -> list[str]:
+    """Names in the space of ``target`` that are primed too, or that its class does not take."""
+    problems = []
+    args, kwargs = primed
+    for name in hyp.names:
+        if name == CLASS:
+            continue
+        if name in kwargs:
+            problems.append(
+                f"{target} argument {name!r} is both in the search space and given to "
+                f"prime_{target}({name}=...); use one: set_value({name!r}, ...) or the "
+                "prime keyword"
+            )
+        if target == "loader":
+            if name not in _LOADER_NAMES:
+                problems.append(
+                    f"the loader space only takes {', '.join(_LOADER_NAMES)}, got "
+                    f"{name!r}." + did_you_mean(name, _LOADER_NAMES)
+                )
+            continue
+        when = hyp.conditions(name).get(CLASS)
+        for candidate in _candidate_classes(hyp, cls):
+            if when is not None and label_of(candidate) not in when:
+                continue
+            accepted = keyword_names(candidate, _SUPPLIED.get(target, 0) + len(args))
+            if accepted is not None and name not in accepted:
+                problems.append(
+                    f"{name!r} is not an argument of {target} {label_of(candidate)} (it "
+                    f"takes {', '.join(accepted) or 'none'})." + did_you_mean(name, accepted)
+                )
+    return problems

@@ -2,7 +2,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from hpo_trainer import EarlyStopping
+from hpo_trainer import Callback, ConfigError, EarlyStopping, TensorBoardCallback
+from hpo_trainer.train import checkpoint
+from hpo_trainer.train.callback import callback_states, load_callback_states
 
 GOOD = {"optimizer.lr": 0.05, "model.hidden_size": 64}
 
@@ -40,3 +42,84 @@ def test_early_stopping_stops_and_says_why(make_trainer):
     assert len(history["val/loss"]) == 2
     # the run's final checkpoint is written at the early stop
     assert (tr.run_dir / "checkpoints" / "epoch-0002.pt").exists()
+
+
+# -- callback state across a resume ------------------------------------------------------
+
+
+class _StopMidEpoch(Callback):
+    """Stop the run part-way through epoch ``epoch + 1``, as SIGINT / SIGTERM would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_batch_end(self, state):
+        if state.epoch == self.epoch and state.batch == 2:
+            state.interrupted = True
+
+
+def _stopper():
+    # On the digits study (StepLR too) val/loss last improves by 0.005 at epoch 14, so the
+    # run stops after epoch 17; a stopper that forgot its count would run on.
+    return EarlyStopping("val/loss", patience=3, min_delta=0.005)
+
+
+def test_early_stopping_resumed_mid_run_stops_where_the_uninterrupted_run_stops(make_trainer):
+    whole = make_trainer()
+    whole_stopper = _stopper()
+    full = whole.train(epochs=30, save_every=3, params=GOOD, callbacks=[whole_stopper])
+    assert len(full["val/loss"]) == 17
+    assert whole.last_run.state.stop_reason.startswith("early stop: val/loss")
+
+    tr = make_trainer()
+    tr.train(epochs=30, save_every=3, params=GOOD, callbacks=[_stopper(), _StopMidEpoch(16)])
+    run_dir = tr.run_dir
+    assert len(tr.history["val/loss"]) == 16
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+    # epoch 16 completed but was not due; the half of epoch 17 is never saved as epoch 16
+    assert saved[-1] == "epoch-0015.pt" and "epoch-0016.pt" not in saved
+    states = checkpoint.load(run_dir / "checkpoints" / "epoch-0015.pt")["callbacks"]
+    assert states["EarlyStopping:0"] == {"best": full["val/loss"][13], "bad_epochs": 1}
+
+    stopper = _stopper()
+    resumed = make_trainer().train(epochs=30, save_every=3, resume=run_dir, callbacks=[stopper])
+    assert dict(resumed) == dict(full)
+    assert (stopper.best, stopper.bad_epochs) == (whole_stopper.best, whole_stopper.bad_epochs)
+    assert (run_dir / "checkpoints" / "epoch-0017.pt").exists()
+
+    # resuming the finished run again trains nothing: the stop is part of its state
+    again = make_trainer().train(epochs=30, resume=run_dir, callbacks=[_stopper()])
+    assert dict(again) == dict(full)
+
+
+def test_callback_states_go_back_by_class_and_position(caplog):
+    first, second = _stopper(), _stopper()
+    first.best, first.bad_epochs = 0.5, 2
+    second.best, second.bad_epochs = 0.25, 1
+    states = callback_states([first, TensorBoardCallback("unused"), second])
+    assert states["EarlyStopping:0"] == {"best": 0.5, "bad_epochs": 2}
+    assert states["EarlyStopping:1"] == {"best": 0.25, "bad_epochs": 1}
+    a, b = _stopper(), _stopper()
+    load_callback_states([a, b], states)
+    assert (a.best, a.bad_epochs, b.best, b.bad_epochs) == (0.5, 2, 0.25, 1)
+    assert "TensorBoardCallback:0" in caplog.text and "not used" in caplog.text
+
+
+def test_a_reused_early_stopping_starts_over_on_a_fresh_run(make_trainer):
+    stopper = EarlyStopping("val/loss", patience=1, min_delta=10.0)
+    tr = make_trainer()
+    tr.train(epochs=10, params=GOOD, callbacks=[stopper])
+    assert len(tr.train(epochs=10, params=GOOD, callbacks=[stopper])["val/loss"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "mx"}, "mode must be 'min' or 'max', got 'mx'"),
+        ({"patience": 0}, "patience must be an integer >= 1, got 0"),
+        ({"min_delta": -1.0}, "min_delta must be a number >= 0, got -1.0"),
+    ],
+)
+def test_early_stopping_arguments_are_checked(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EarlyStopping(**kwargs)

@@ -53,3 +53,29 @@ def test_load_latest_falls_back_to_the_previous_good_one(tmp_path):
     b = checkpoint.save({"epoch": 2}, tmp_path / "epoch-0002.pt")
     b.write_bytes(b.read_bytes()[:10])
     assert checkpoint.load_latest([a, b])["epoch"] == 1
+
+
+def test_capture_saves_callback_states_and_fit_hands_them_back(tmp_path):
+    from torch import nn
+
+    from hpo_trainer import EarlyStopping, FitState
+    from hpo_trainer.train.loop import fit
+
+    model = nn.Linear(2, 2)
+    state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    stopper = EarlyStopping(patience=4)
+    stopper.best, stopper.bad_epochs = 0.75, 3
+    state.callbacks = [stopper]
+    state.epoch = 2
+    path = checkpoint.save(checkpoint.capture(state), tmp_path / "c.pt")
+    ckpt = checkpoint.load(path)
+    assert ckpt["callbacks"] == {"EarlyStopping:0": {"best": 0.75, "bad_epochs": 3}}
+
+    fresh = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    checkpoint.restore(fresh, ckpt)
+    assert fresh.epoch == 2 and fresh.callback_states == ckpt["callbacks"]
+    resumed = EarlyStopping(patience=4)
+    fresh.epochs = 2  # nothing left to train: fit only starts and ends
+    fit(fresh, train_batches=[], pass_batch=lambda b: b, callbacks=[resumed])
+    assert (resumed.best, resumed.bad_epochs) == (0.75, 3)
+    assert fresh.callback_states == {}

@@ -7,7 +7,7 @@ from torch.optim import SGD
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import Dataset
 
-from hpo_trainer import ConfigError, DataError, Hyperparameters, Trainer
+from hpo_trainer import ConfigError, DataError, History, Hyperparameters, Trainer
 
 GOOD = {"optimizer.lr": 0.05, "model.hidden_size": 64}
 
@@ -272,3 +272,22 @@ def test_accuracy_is_only_reported_for_classification(tmp_path):
     tr.prime_optimizer(lr=0.1)
     history = tr.train(epochs=5)
     assert "val/acc" not in history and math.isfinite(history["val/loss"][-1])
+
+
+def test_built_state_is_kept_apart_from_the_configuration(make_trainer):
+    import pickle
+
+    tr = make_trainer()
+    assert tr.last_run is None and tr.model is None and tr.optimizer is None
+    assert tr.criterion is None and tr.scheduler is None
+    assert isinstance(tr.history, History) and not tr.history
+    with pytest.raises(AttributeError):
+        tr.model = nn.Linear(2, 2)
+    history = tr.train(epochs=2, params=GOOD)
+    assert tr.history is history is tr.last_run.state.history
+    assert tr.model is tr.last_run.state.model and isinstance(tr.scheduler, StepLR)
+    assert tr.optimizer is tr.last_run.state.optimizer
+    assert isinstance(tr.criterion, nn.CrossEntropyLoss)
+    copy = pickle.loads(pickle.dumps(tr))
+    assert copy.last_run is None and copy.model is None and not copy.history
+    assert copy.spaces.keys() == tr.spaces.keys() and tr.model is not None

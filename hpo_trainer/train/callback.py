@@ -2,22 +2,35 @@
 
 Stateful callbacks (early stopping, ...) return their state from :meth:`Callback.state_dict`;
 it is saved in every checkpoint and handed back on resume, so that a resumed run behaves
-exactly like an uninterrupted one.
+exactly like an uninterrupted one. States are keyed by class name and position among the
+callbacks of that class (``EarlyStopping:0``), so each goes back to the callback it came from.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from hpo_trainer.train.state import FitState
 
+logger = logging.getLogger(__name__)
+
 
 class Callback:
-    """Base class: override the hooks you need; the rest do nothing."""
+    """Base class: override the hooks you need; the rest do nothing.
+
+    Attributes:
+        runs_last: Call this callback's hooks after every other callback's (checkpoints set
+            it, so that they capture the state all other callbacks reached in an epoch).
+
+    """
+
+    runs_last: ClassVar[bool] = False
 
     def on_fit_start(self, state: FitState) -> None:
-        """Before the first epoch (also when resuming)."""
+        """Before the first epoch (also when resuming, after :meth:`load_state_dict`)."""
 
     def on_epoch_start(self, state: FitState) -> None:
         """Before each training epoch."""
@@ -32,8 +45,57 @@ class Callback:
         """After the last epoch, or after an early stop."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Return what this callback must remember across a resume (empty if nothing)."""
+        """Return what this callback must remember across a resume (empty if nothing).
+
+        Returns:
+            Plain values only (numbers, strings, lists, dicts, tensors): a checkpoint is
+            loaded with ``weights_only=True``.
+
+        """
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def in_call_order(callbacks: Sequence[Callback]) -> list[Callback]:
+    """Return ``callbacks`` in the order the loop calls them: ``runs_last`` ones at the end."""
+    return [cb for cb in callbacks if not cb.runs_last] + [cb for cb in callbacks if cb.runs_last]
+
+
+def _keyed(callbacks: Sequence[Callback]) -> dict[str, Callback]:
+    """Key each callback by its class name and its position among callbacks of that class."""
+    seen: dict[str, int] = {}
+    keyed = {}
+    for cb in callbacks:
+        name = type(cb).__qualname__
+        keyed[f"{name}:{seen.get(name, 0)}"] = cb
+        seen[name] = seen.get(name, 0) + 1
+    return keyed
+
+
+def callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
+    """Return the non-empty states of ``callbacks``, keyed as described in the module."""
+    states = {key: cb.state_dict() for key, cb in _keyed(callbacks).items()}
+    return {key: state for key, state in states.items() if state}
+
+
+def load_callback_states(
+    callbacks: Sequence[Callback], states: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Hand each saved state in ``states`` back to the callback it was taken from.
+
+    A state whose callback is not in this run (resumed without it) is left unused, with a
+    warning; a callback with no saved state keeps its own.
+    """
+    keyed = _keyed(callbacks)
+    for key, state in states.items():
+        cb = keyed.get(key)
+        if cb is None:
+            logger.warning(
+                "the checkpoint holds the state of callback %s, which this run does not "
+                "have; it is not used",
+                key,
+            )
+            continue
+        cb.load_state_dict(dict(state))

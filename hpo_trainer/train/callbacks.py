@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo_trainer.errors import ConfigError, raise_all
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import Callback
 
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 class CheckpointCallback(Callback):
     """Save a checkpoint every ``every`` epochs and after the last epoch.
 
+    It runs after the other callbacks (``runs_last``), so a checkpoint holds the state
+    every callback reached in that epoch, an early stop included.
+
     Args:
         directory: Where checkpoints go.
         every: Save after every this many epochs.
@@ -34,6 +38,8 @@ class CheckpointCallback(Callback):
         durable: Flush each checkpoint to the disk (see :func:`hpo_trainer.checkpoint.save`).
 
     """
+
+    runs_last = True
 
     def __init__(
         self,
@@ -51,15 +57,33 @@ class CheckpointCallback(Callback):
         self.extra = extra
         self.last_path: Path | None = None
         self._saved = -1
+        self._mid_epoch = False
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Start at the end of a completed epoch (0, or the one resumed from)."""
+        self._mid_epoch = False
+
+    def on_epoch_start(self, state: FitState) -> None:
+        """Note that the weights now move past the last completed epoch."""
+        self._mid_epoch = True
 
     def on_epoch_end(self, state: FitState) -> None:
         """Save when the epoch is due."""
+        self._mid_epoch = False
         if state.epoch % self.every == 0 or state.epoch >= state.epochs or state.stop:
             self.save(state)
 
     def on_fit_end(self, state: FitState) -> None:
-        """Save the last completed epoch if a later callback stopped the run early."""
-        if state.epoch > 0 and self._saved != state.epoch:
+        """Save the last completed epoch if the run stopped before it was due.
+
+        A run interrupted part-way through an epoch is not saved: its weights are no longer
+        those of the last completed epoch, so a resume from them would not repeat the run.
+        """
+        if self._mid_epoch:
+            logger.info(
+                "not saving a checkpoint: stopped part-way through epoch %d", state.epoch + 1
+            )
+        elif state.epoch > 0 and self._saved != state.epoch:
             self.save(state)
 
     def save(self, state: FitState) -> Path:
@@ -109,6 +133,14 @@ class TensorBoardCallback(Callback):
         """Write scalars when the epoch is due."""
         if state.epoch % self.every == 0:
             self._write_scalars(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the last epoch written, so a resume does not write it twice."""
+        return {"written": self._written}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the last epoch written."""
+        self._written = int(state.get("written", -1))
 
     def _write_scalars(self, state: FitState) -> None:
         for name, value in state.metrics.items():
@@ -182,11 +214,18 @@ class ProgressCallback(Callback):
 class EarlyStopping(Callback):
     """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs.
 
+    Its count survives a resume: the best value and the epochs without improvement are
+    saved in every checkpoint (:meth:`state_dict`), so a resumed run stops at the same
+    epoch as an uninterrupted one. A fresh run (from epoch 0) starts the count over.
+
     Args:
         metric: The metric to watch.
         patience: Epochs without improvement to allow.
         mode: ``"min"`` or ``"max"``.
         min_delta: The smallest change that counts as an improvement.
+
+    Raises:
+        ConfigError: If ``mode``, ``patience`` or ``min_delta`` is not valid.
 
     """
 
@@ -198,11 +237,39 @@ class EarlyStopping(Callback):
         mode: str = "min",
         min_delta: float = 0.0,
     ) -> None:
+        problems = []
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+            problems.append(f"mode must be 'min' or 'max', got {mode!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            problems.append(f"patience must be an integer >= 1, got {patience!r}")
+        if (
+            isinstance(min_delta, bool)
+            or not isinstance(min_delta, (int, float))
+            or not min_delta >= 0
+        ):
+            problems.append(f"min_delta must be a number >= 0, got {min_delta!r}")
+        raise_all(problems, ConfigError)
         self.metric, self.patience, self.mode, self.min_delta = metric, patience, mode, min_delta
         self.best: float | None = None
         self.bad_epochs = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the best value so far and the epochs since it."""
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the best value and the epochs since it."""
+        best = state.get("best")
+        self.best = None if best is None else float(best)
+        self.bad_epochs = int(state.get("bad_epochs", 0))
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Start the count over for a fresh run; a resumed run that had stopped stays stopped."""
+        if state.epoch == 0:
+            self.best, self.bad_epochs = None, 0
+        elif self.bad_epochs >= self.patience:
+            state.stop = True
+            state.stop_reason = self._reason()
 
     def on_epoch_end(self, state: FitState) -> None:
         """Count epochs without improvement; stop after ``patience`` of them."""
@@ -218,6 +285,7 @@ class EarlyStopping(Callback):
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             state.stop = True
-            state.stop_reason = (
-                f"early stop: {self.metric} did not improve for {self.patience} epochs"
-            )
+            state.stop_reason = self._reason()
+
+    def _reason(self) -> str:
+        return f"early stop: {self.metric} did not improve for {self.patience} epochs"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hpo_trainer.errors import CheckpointError
+from hpo_trainer.train.callback import callback_states
 
 if TYPE_CHECKING:
     from hpo_trainer.train.state import FitState
@@ -179,7 +180,11 @@ def _lists_to_tuples(x: Any) -> Any:
 
 
 def capture(state: FitState) -> dict[str, Any]:
-    """Return the checkpoint dict of a run's state after a completed epoch."""
+    """Return the checkpoint dict of a run's state after a completed epoch.
+
+    It includes the states of the running fit's callbacks (``state.callbacks``), keyed by
+    class name and position, so that a resume hands each its own back.
+    """
     return {
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
@@ -190,11 +195,15 @@ def capture(state: FitState) -> dict[str, Any]:
         "params": state.params,
         "history": {k: list(v) for k, v in state.history.items()},
         "rng": rng_state(state.loader_generator),
+        "callbacks": callback_states(state.callbacks),
     }
 
 
 def restore(state: FitState, ckpt: dict[str, Any]) -> None:
     """Put a run's state back as it was when ``ckpt`` was captured.
+
+    The callbacks' states are kept on ``state.callback_states``; the next
+    :func:`~hpo_trainer.train.loop.fit` hands them to its callbacks before they start.
 
     Raises:
         CheckpointError: If the checkpoint does not fit the model or optimizer.
@@ -217,4 +226,5 @@ def restore(state: FitState, ckpt: dict[str, Any]) -> None:
     state.history.clear()
     state.history.update({k: list(v) for k, v in ckpt.get("history", {}).items()})
     state.metrics = {k: v[-1] for k, v in state.history.items() if v}
+    state.callback_states = {k: dict(v) for k, v in (ckpt.get("callbacks") or {}).items()}
     set_rng_state(ckpt["rng"], state.loader_generator)

@@ -64,6 +64,17 @@ def in_memory(data: Any) -> Tensors | None:
     return tensors
 
 
+def tensors_or_dataset(data: Any) -> Any:
+    """Return in-memory data as its tensors (converted once, not in every run), else ``data``.
+
+    Raises:
+        DataError: If in-memory data has mismatched lengths or is empty.
+
+    """
+    tensors = in_memory(data) if data is not None else None
+    return data if tensors is None else tensors
+
+
 def length(data: Any) -> int:
     """Return the number of examples in ``data``."""
     tensors = in_memory(data)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hpo_trainer.errors import ConfigError, NonFiniteLossError
-from hpo_trainer.train.callback import Callback
+from hpo_trainer.train.callback import Callback, in_call_order, load_callback_states
 from hpo_trainer.train.state import FitState
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,9 @@ def fit(
         pass_batch: The forward pass: a batch in, ``{'loss', 'preds', 'target'}`` out.
         val_batches: Batches to validate on.
         test_batches: Batches to test on every epoch.
-        callbacks: Hooks, called in order.
+        callbacks: Hooks, called in order (those with ``runs_last``, such as checkpoints,
+            after the others). States restored from a checkpoint
+            (``state.callback_states``) are loaded into them before ``on_fit_start``.
         amp: Mixed precision: ``'bf16'``, ``'fp16'`` or ``None``.
         grad_clip: Clip the gradient norm to this, if given.
         metric_fns: Extra evaluation metrics: name -> ``fn(preds, target)``.
@@ -221,6 +223,11 @@ def fit(
         NonFiniteLossError: If the training or validation loss becomes NaN or infinite.
 
     """
+    callbacks = in_call_order(callbacks)
+    state.callbacks = callbacks
+    if state.callback_states:
+        load_callback_states(callbacks, state.callback_states)
+        state.callback_states = {}
     batch_hooks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     try:
         state.batches = len(train_batches)  # type: ignore[arg-type]

@@ -56,6 +56,10 @@ class FitState:
         stop_reason: Why the run stopped early, if it did.
         loader_generator: The generator that shuffles the training set.
         scaler: The gradient scaler of float16 mixed precision, if used.
+        callbacks: The callbacks of the running fit, in call order (a checkpoint saves
+            their states).
+        callback_states: Callback states restored from a checkpoint, handed to the
+            callbacks when the next fit starts.
         extra: Free space for callbacks.
 
     """
@@ -76,6 +80,8 @@ class FitState:
     stop_reason: str | None = None
     loader_generator: torch.Generator | None = None
     scaler: Any = None
+    callbacks: list[Any] = field(default_factory=list)
+    callback_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
