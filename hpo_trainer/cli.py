@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -58,7 +59,21 @@ def _int_in(low: int, high: int | None, what: str = "") -> Callable[[str], int]:
     return convert
 
 
+def _seconds(text: str) -> float:
+    """Convert an argument to a finite number of seconds above 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, e.g. 3600, got {text!r}"
+        )
+    return value
+
+
 _positive_int = _int_in(1, None)
+_seed = _int_in(0, 2**32 - 1, "a seed")
 _port = _int_in(1, 65535, "a TCP port")
 
 
@@ -185,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="median (default), percentile, halving, hyperband, patient, none",
     )
-    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
-    p.add_argument("--seed", type=int, help="seed of the sampler and of every trial")
+    p.add_argument("--timeout", type=_seconds, help="seconds after which no new trial starts")
+    p.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
     p.add_argument("--direction", choices=("minimize", "maximize"))
 
@@ -541,12 +556,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO,
         format="%(message)s",
     )
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        import optuna  # slow to import: a Ctrl-C may land here
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        if args.debug:
+            raise
         print("interrupted", file=sys.stderr)
         return 130
     except Interrupted as exc:

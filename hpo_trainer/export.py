@@ -51,14 +51,16 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
         "format": FORMAT,
         "params": group_params(best.params),
         "value": best.value,
-        "metric": facts.metric(study) or "value",
+        "metric": best.user_attrs.get("metric") or facts.metric(study) or "value",
         "direction": study.direction.name.lower(),
         "trial": best.number,
-        "epochs": attrs.get(facts.EPOCHS_KEY),
+        "epochs": best.user_attrs.get("max_epochs", attrs.get(facts.EPOCHS_KEY)),
         "study": study.study_name,
         "storage": mask_url(storage_url),
         "study_file": attrs.get("hpo:study_file"),
-        "study_file_sha256": attrs.get("hpo:study_file_sha256"),
+        "study_file_sha256": best.user_attrs.get(
+            "study_file_sha256", attrs.get("hpo:study_file_sha256")
+        ),
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }

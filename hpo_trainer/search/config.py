@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hpo_trainer.errors import ConfigError, HpoTrainerError, did_you_mean, raise_all
@@ -126,6 +128,42 @@ def _number_problems(
     return problems
 
 
+def _study_name_problems(name: Any) -> list[str]:
+    """Say why ``name`` cannot name a study: it names its folder inside ``runs_dir``."""
+    if not isinstance(name, str) or not name.strip():
+        return [f"study_name must be a non-empty string, got {name!r}"]
+    if any(c in name for c in "/\\\0:") or name.strip(".") == "" or name != name.strip():
+        return [
+            f"study_name names the study's folder inside runs_dir, so it must not contain "
+            f"'/', '\\' or ':', be '.' or '..', or start or end with a space; got {name!r}. "
+            f"Use letters, digits, '-', '_' and '.', e.g. {_safe_name(name)!r}"
+        ]
+    return []
+
+
+def _safe_name(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return safe or "study"
+
+
+def _folder_problems(runs_dir: Any, study_folder: Path) -> list[str]:
+    """Say why the study's trial folders cannot be made (checked before any trial starts)."""
+    for folder in (study_folder, *study_folder.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                return [
+                    f"runs_dir {str(runs_dir)!r} cannot hold trial folders: {str(folder)!r} "
+                    "is a file, not a folder; give another --runs-dir or move the file"
+                ]
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return [
+                    f"runs_dir {str(runs_dir)!r} cannot hold trial folders: {str(folder)!r} "
+                    "is not writable; give another --runs-dir"
+                ]
+            break
+    return []
+
+
 def make_config(
     task: SearchTask,
     *,
@@ -226,8 +264,10 @@ def make_config(
         parse_url(storage)
     except HpoTrainerError as exc:
         problems.append(str(exc))
-    if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
-        problems.append(f"study_name must be a non-empty string, got {study_name!r}")
+    name_problems = _study_name_problems(task.name if study_name is None else study_name)
+    problems += name_problems or _folder_problems(
+        task.runs_dir, Path(task.runs_dir) / (study_name or task.name)
+    )
     raise_all(problems)
     task.check()
     slots = None if devices is None else tuple(device_slots(devices, workers_per_device))

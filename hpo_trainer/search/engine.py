@@ -27,6 +27,7 @@ from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig, make_config
 from hpo_trainer.search.processes import run_workers
 from hpo_trainer.search.progress import Monitor, Progress
+from hpo_trainer.search.storage import StorageFile
 from hpo_trainer.search.study import create_study, storage_of
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.worker import run_worker
@@ -96,6 +97,7 @@ def search(
     """
     cfg = make_config(task, epochs=epochs, n_trials=n_trials, **options)
     study = create_study(cfg)
+    file = StorageFile(cfg.storage)
     if on_start is not None:
         on_start(cfg)
     started = time.monotonic()
@@ -106,6 +108,7 @@ def search(
             run_worker(task, cfg)
         else:
             codes = run_workers(task, cfg)
+    file.check()  # loading a lost file's study would create an empty one in its place
     study = optuna.load_study(study_name=cfg.study_name, storage=storage_of(cfg))
     return _outcome(study, cfg, codes, time.monotonic() - started)
 

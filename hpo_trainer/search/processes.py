@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 import torch
 
-from hpo_trainer.errors import Interrupted
+from hpo_trainer.errors import HpoTrainerError, Interrupted
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.worker import run_worker
@@ -67,9 +67,50 @@ def _worker_main(factory: Callable[[], SearchTask], cfg: SearchConfig, worker: i
         raise SystemExit(130) from None
     except Interrupted as exc:
         raise SystemExit(exc.exit_code) from None
+    except HpoTrainerError as exc:  # said in one line; the parent reports the exit code
+        logging.getLogger(__name__).error("%s", exc)
+        raise SystemExit(1) from None
     # Everything is in the storage: skip the interpreter's slow tear-down of torch.
     logging.shutdown()
     os._exit(0)
+
+
+def _start_ignoring_sigint(proc: Any, handler: Any) -> None:
+    """Start ``proc`` with SIGINT ignored until it installs its own handler.
+
+    A Ctrl-C at the terminal reaches every process of the group; a worker still importing
+    torch would die of it with a long traceback. Ignored signals stay ignored across the
+    child's exec, and the worker's own handler takes over once its loop starts (the parent
+    keeps passing the signal on until then, see :func:`_join`).
+    """
+    if sys.platform == "win32":
+        proc.start()
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def _send(procs: list[Any], signum: int) -> None:
+    """Send ``signum`` to every worker still alive."""
+    if signum == signal.SIGINT and sys.platform == "win32":
+        return  # Windows delivers Ctrl-C to every process of the console already
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signum)
+
+
+def _join(procs: list[Any], received: list[int]) -> None:
+    """Wait for every worker; once a signal arrived, pass it on again every half second to
+    those still alive (a worker that was starting up had it ignored).
+    """
+    while any(proc.is_alive() for proc in procs):
+        for proc in procs:
+            proc.join(timeout=0.5 / len(procs))
+        if received:
+            _send(procs, received[0])
 
 
 def run_workers(task: SearchTask, cfg: SearchConfig) -> list[int]:
@@ -97,11 +138,7 @@ def run_workers(task: SearchTask, cfg: SearchConfig) -> list[int]:
     def forward(signum: int, _frame: Any) -> None:
         # Pass the signal on: each worker stops at its next batch and checkpoints.
         received.append(signum)
-        if signum == signal.SIGINT and sys.platform == "win32":
-            return  # Windows delivers Ctrl-C to every process of the console already
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signum)
+        _send(procs, signum)
 
     saved = dict(os.environ)
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -110,14 +147,13 @@ def run_workers(task: SearchTask, cfg: SearchConfig) -> list[int]:
             # A spawned child copies this process's environment when it starts.
             os.environ.update(worker_env(i, n_workers, devices))
             proc = ctx.Process(target=_worker_main, args=(factory, cfg, i), name=f"worker-{i}")
-            proc.start()
+            _start_ignoring_sigint(proc, forward)
             procs.append(proc)
             os.environ.clear()
             os.environ.update(saved)
             if received:
                 break
-        for proc in procs:
-            proc.join()
+        _join(procs, received)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

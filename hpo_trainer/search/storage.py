@@ -366,6 +366,46 @@ def same_storage(first: str, second: str) -> bool:
     return _server_key(a.url) == _server_key(b.url)
 
 
+class StorageFile:
+    """The identity of a storage's file (SQLite or journal), to notice it being replaced.
+
+    A study file deleted or replaced while workers run would otherwise go unnoticed: open
+    connections keep writing into the deleted file, and the next connection creates an
+    empty one in its place.
+
+    Args:
+        url: The storage URL; server storages have no file and always pass the check.
+
+    """
+
+    def __init__(self, url: str) -> None:
+        self.path = parse_url(url).path
+        self._identity = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        """Raise if the file is gone or is another file than when this object was made.
+
+        Raises:
+            StorageError: If the study file was removed or replaced.
+
+        """
+        if self.path is not None and self._stat() != self._identity:
+            raise StorageError(
+                f"the study file {str(self.path)!r} was removed or replaced while the search "
+                "ran; the search stopped so that no trial is written into a lost file. "
+                "Restore the file (or start a new study) and run the search again"
+            )
+
+
 def _first_line(exc: BaseException) -> str:
     text = mask_url(str(exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__

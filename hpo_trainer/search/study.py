@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import optuna
 
 from hpo_trainer.errors import ConfigError
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.storage import open_storage
+
+logger = logging.getLogger(__name__)
 
 
 def storage_of(cfg: SearchConfig) -> optuna.storages.BaseStorage:
@@ -39,15 +44,56 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
             f"study {cfg.study_name!r} already exists and {existing}s; search it with "
             f"direction={existing!r}, or use another study_name"
         )
+    attrs = study.user_attrs
+    _check_continuation(cfg, attrs)
     if study.metric_names is None:
         study.set_metric_names([cfg.metric])
-    attrs = study.user_attrs
-    if facts.EPOCHS_KEY not in attrs:
-        study.set_user_attr(facts.EPOCHS_KEY, cfg.epochs)
-        study.set_user_attr(facts.METRIC_KEY, cfg.metric)
+    first = {facts.EPOCHS_KEY: cfg.epochs, facts.METRIC_KEY: cfg.metric}
+    first.update({f"hpo:{key}": value for key, value in cfg.provenance.items()})
+    for key, value in first.items():
+        if key not in attrs:  # what the study began with; each trial records its own
+            study.set_user_attr(key, value)
     if attrs.get(facts.BUDGET_KEY) != cfg.n_trials:
         study.set_user_attr(facts.BUDGET_KEY, cfg.n_trials)
-    for key, value in cfg.provenance.items():
-        if attrs.get(f"hpo:{key}") != value:
-            study.set_user_attr(f"hpo:{key}", value)
     return study
+
+
+def _check_continuation(cfg: SearchConfig, attrs: dict[str, Any]) -> None:
+    """Refuse to continue a study on another metric or study file; warn on other epochs.
+
+    Raises:
+        ConfigError: If the study was searched on another metric or with another study file.
+
+    """
+    name = cfg.study_name
+    metric = attrs.get(facts.METRIC_KEY)
+    if metric is not None and metric != cfg.metric:
+        raise ConfigError(
+            f"study {name!r} scores its trials by {metric!r}, not {cfg.metric!r}; trials "
+            f"scored by two metrics cannot be compared. Search it with --metric {metric}, or "
+            "give the new search another --study-name"
+        )
+    recorded = attrs.get("hpo:study_file")
+    given = cfg.provenance.get("study_file")
+    if recorded and given and recorded != given:
+        raise ConfigError(
+            f"study {name!r} was searched with the study file {recorded}, not {given}; "
+            "give the new search another --study-name, or search the study with its own file"
+        )
+    digest = attrs.get("hpo:study_file_sha256")
+    if digest and cfg.provenance.get("study_file_sha256") not in (None, digest):
+        logger.warning(
+            "%s changed since study %r began; its new trials record the new file's hash, and "
+            "export reports the hash of the best trial's file",
+            given,
+            name,
+        )
+    epochs = attrs.get(facts.EPOCHS_KEY)
+    if epochs is not None and epochs != cfg.epochs:
+        logger.warning(
+            "study %r began with %s epochs per trial; its new trials train up to %d (each "
+            "trial records its own, and export reports the best trial's)",
+            name,
+            epochs,
+            cfg.epochs,
+        )

@@ -109,7 +109,15 @@ def _run_trial(
     started = time.perf_counter()
     root = root_number(study._storage.get_trial(trial._trial_id))
     folder = trial_dir(cfg, root)
-    attrs: dict[str, Any] = {"device": str(task.device)}
+    # What this trial was asked: a study may be continued with other epochs or an edited
+    # study file, and export reports the best trial's own.
+    attrs: dict[str, Any] = {
+        "device": str(task.device),
+        "metric": cfg.metric,
+        "max_epochs": cfg.epochs,
+    }
+    if "study_file_sha256" in cfg.provenance:
+        attrs["study_file_sha256"] = cfg.provenance["study_file_sha256"]
     if root != trial.number:
         attrs["retry_of"] = root
     state, value, run, resumed = TrialState.FAIL, None, None, 0

@@ -23,6 +23,7 @@ from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import beat, fail_silent_trials
 from hpo_trainer.search.locks import budget_lock
+from hpo_trainer.search.storage import StorageFile
 from hpo_trainer.search.strategies import make_pruner, make_sampler
 from hpo_trainer.search.study import storage_of
 from hpo_trainer.search.task import SearchTask
@@ -72,10 +73,9 @@ def run_worker(task: SearchTask, cfg: SearchConfig, *, worker: int = 0) -> Worke
         sampler=make_sampler(cfg.sampler, seed=seed, spaces=task.spaces),
         pruner=make_pruner(cfg.pruner, epochs=cfg.epochs),
     )
-    lock = budget_lock(cfg.storage, storage, cfg.study_name)
     report = WorkerReport(worker)
     with stop_on_signals() as flag:
-        _loop(task, cfg, study, storage, lock, report, flag)
+        _loop(task, cfg, study, storage, report, flag)
     return report
 
 
@@ -124,11 +124,12 @@ def _loop(
     cfg: SearchConfig,
     study: optuna.Study,
     storage: Any,
-    lock: Any,
     report: WorkerReport,
     flag: StopFlag,
 ) -> None:
     """Run the worker loop of :func:`run_worker` (see there)."""
+    lock = budget_lock(cfg.storage, storage, cfg.study_name)
+    file = StorageFile(cfg.storage)
     waiting_said = False
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     report.stopped_by = "timeout"
@@ -136,6 +137,7 @@ def _loop(
         if flag.signum is not None:
             raise Interrupted(flag.signum)
         with lock:
+            file.check()  # before any storage call: a lost file must not be recreated
             trial, stop, running = _next_trial(cfg, study, storage)
         if stop is not None:
             report.stopped_by = stop

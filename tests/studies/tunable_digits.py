@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,11 +28,17 @@ class FlakyNet(Net):
 
 class SlowTrainer(Trainer):
     """Sleeps after each batch so that a test can kill a worker mid-trial; a learning rate
-    above 1e6 diverges to an infinite loss at once."""
+    above 1e6 diverges to an infinite loss at once. With ``die_once`` (a file path), the
+    first process to train a batch creates that file and kills itself with SIGKILL, as
+    the kernel's out-of-memory killer would; with ``die_always`` every process does."""
 
     delay = 0.0
+    die_once: str | None = None
+    die_always = False
 
     def pass_batch(self, batch):
+        if self.die_always or (self.die_once and _first_to_create(self.die_once)):
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.delay and self.model.training:
             time.sleep(self.delay)
         out = super().pass_batch(batch)
@@ -39,17 +47,33 @@ class SlowTrainer(Trainer):
         return out
 
 
-def make_trainer(delay: float = 0.0, crashy: bool = True, **options) -> Trainer:
+def _first_to_create(path: str) -> bool:
+    try:
+        with open(path, "x"):
+            return True
+    except FileExistsError:
+        return False
+
+
+def make_trainer(
+    delay: float = 0.0,
+    crashy: bool = True,
+    crash_all: bool = False,
+    die_once: str | None = None,
+    die_always: bool = False,
+    **options,
+) -> Trainer:
     splits = load_digits_split()
     options = {"batch_size": 128, "seed": 0, "name": "tunable", "quiet": True, **options}
     tr = SlowTrainer(splits["train"], splits["val"], splits["test"], **options)
-    tr.delay = delay
+    tr.delay, tr.die_once, tr.die_always = delay, die_once, die_always
     opt = Hyperparameters()
     opt.set_range("lr", -3, 8)
     opt.set_value("momentum", 0.9)
     tr.set_hyperparameters(opt)
     arch = Hyperparameters()
-    arch.add_categorical("hidden_size", [13, 16, 32] if crashy else [16, 32])
+    sizes = [13] if crash_all else [13, 16, 32] if crashy else [16, 32]
+    arch.add_categorical("hidden_size", sizes)
     tr.set_arch_hyperparameters(arch)
     tr.set_model(FlakyNet)
     tr.set_criterion(nn.CrossEntropyLoss)
