@@ -1,0 +1,281 @@
+"""The ``hpo-trainer`` command: its arguments and its exit codes (the commands themselves are
+in :mod:`hpo_trainer.cli.commands`).
+
+Exit codes: 0 success (for ``search``: the budget was reached, or ``--timeout`` ended it
+as asked), 1 an error or a search that stopped short of its budget (one paragraph on
+stderr, a traceback only with ``--debug``), 2 bad usage, 130 / 143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hpo_trainer.cli.commands import COMMANDS
+from hpo_trainer.errors import HpoTrainerError, Interrupted
+
+logger = logging.getLogger(__name__)
+
+_EXAMPLES = {
+    "search": "hpo-trainer search studies/digits_mlp.py --trials 40 --epochs 20 --workers 2",
+    "status": "hpo-trainer status --study-name digits_mlp --json",
+    "export": "hpo-trainer export --study-name digits_mlp --out best.json",
+    "train": "hpo-trainer train studies/digits_mlp.py --params best.json --epochs 30",
+    "dashboard": "hpo-trainer dashboard --port 8080",
+    "report": "hpo-trainer report --study-name digits_mlp --out report.html",
+    "migrate": "hpo-trainer migrate --from sqlite:///runs/studies.db "
+    "--to postgresql+psycopg://user@db/hpo --study-name digits_mlp",
+}
+
+
+def _device_list(text: str) -> list[str]:
+    ids = [d.strip() for d in text.split(",")]
+    if not ids or not all(d.isdigit() for d in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(
+            f"must be distinct GPU ids separated by commas, e.g. 0,1,2,3; got {text!r}"
+        )
+    return ids
+
+
+def _int_in(low: int, high: int | None, what: str = "") -> Callable[[str], int]:
+    """Return an argparse type: a whole number from ``low`` to ``high`` (no limit if None)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"{what} from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {span.strip()}, got {value}")
+        return value
+
+    return convert
+
+
+def _seconds(text: str) -> float:
+    """Convert an argument to a finite number of seconds above 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, e.g. 3600, got {text!r}"
+        )
+    return value
+
+
+_positive_int = _int_in(1, None)
+_seed = _int_in(0, 2**32 - 1, "a seed")
+_port = _int_in(1, 65535, "a TCP port")
+
+
+def _storage_arg(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "must be a storage URL, e.g. sqlite:///runs/studies.db, got an empty string; "
+            "leave --storage out for the default"
+        )
+    return text
+
+
+#: Environment variables that set defaults (for containers and job schedulers).
+ENV_STORAGE = "HPO_TRAINER_STORAGE"
+ENV_RUNS_DIR = "HPO_TRAINER_RUNS_DIR"
+
+
+def _runs_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runs-dir",
+        default=os.environ.get(ENV_RUNS_DIR, "runs"),
+        help=f"folder for runs and the default storage (env {ENV_RUNS_DIR})",
+    )
+
+
+def _study_option(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=VALUE with NAME a keyword of make_trainer, got {text!r}"
+        )
+    if name in ("runs_dir", "quiet"):
+        raise argparse.ArgumentTypeError(f"set {name} with --{name.replace('_', '-')}")
+    try:
+        value = json.loads(raw)  # numbers, true/false, null, lists
+    except ValueError:
+        value = raw  # anything else is a string: --option data_root=/data/digits
+    return name, value
+
+
+def _study_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        type=_study_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="passed to the study file's make_trainer(NAME=VALUE); repeatable",
+    )
+
+
+def _storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        type=_storage_arg,
+        default=os.environ.get(ENV_STORAGE) or None,
+        help=f"study storage URL (default: sqlite:///RUNS_DIR/studies.db; env {ENV_STORAGE})",
+    )
+    _runs_dir_option(p)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from hpo_trainer._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hpo-trainer",
+        description="Optuna-backed hyperparameter search and training for PyTorch models.",
+        epilog="Example: " + _EXAMPLES["search"],
+    )
+    parser.add_argument("--version", action="version", version=f"hpo-trainer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog="Example: " + _EXAMPLES[name]
+        )
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks and debug logs",
+        )
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print only results",
+        )
+        return p
+
+    p = command("search", "create or continue a study and run trials on it")
+    p.add_argument("study_file", help="a study file, e.g. studies/digits_mlp.py")
+    p.add_argument("--study-name", help="default: the trainer's name")
+    _storage_options(p)
+    _study_options(p)
+    p.add_argument("--trials", type=_positive_int, help="finished trials the study should reach")
+    p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="local worker processes (default 1, or one per device slot)",
+    )
+    p.add_argument(
+        "--devices",
+        type=_device_list,
+        default=None,
+        help="GPU ids to spread local workers over, e.g. 0,1,2,3",
+    )
+    p.add_argument(
+        "--workers-per-device",
+        type=_positive_int,
+        default=1,
+        help="workers sharing each device (default 1)",
+    )
+    p.add_argument("--sampler", default=None, help="tpe (default), random, cmaes, gp, qmc, grid")
+    p.add_argument(
+        "--pruner",
+        default=None,
+        help="median (default), percentile, halving, hyperband, patient, none",
+    )
+    p.add_argument("--timeout", type=_seconds, help="seconds after which no new trial starts")
+    p.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
+    p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
+    p.add_argument("--direction", choices=("minimize", "maximize"))
+
+    p = command("migrate", "copy a study, with all its trials, to another storage")
+    p.add_argument(
+        "--from", dest="source", type=_storage_arg, required=True, help="storage URL to copy from"
+    )
+    p.add_argument(
+        "--to", dest="target", type=_storage_arg, required=True, help="storage URL to copy to"
+    )
+    p.add_argument("--study-name", help="default: every study in the source")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a study of the same name in the target"
+    )
+
+    p = command("status", "show the studies in a storage: trials by state, best, running")
+    _storage_options(p)
+    p.add_argument("--study-name", help="only this study")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = command("export", "write the best params of a study to a JSON file")
+    _storage_options(p)
+    p.add_argument("--study-name", help="needed when the storage holds several studies")
+    p.add_argument("--out", default="best.json", help="the file to write (default best.json)")
+    p.add_argument("--top", type=_positive_int, default=1, help="also list the K best trials")
+
+    p = command("train", "the final training run on exported params")
+    p.add_argument("study_file", help="the study file the params were searched with")
+    p.add_argument("--params", required=True, help="a params file from `hpo-trainer export`")
+    p.add_argument("--epochs", type=_positive_int, help="default: the study file's TRAIN epochs")
+    p.add_argument("--save-every", type=_positive_int, help="checkpoint every K epochs")
+    p.add_argument("--merge-val", action="store_true", help="train on train + val")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
+    _runs_dir_option(p)
+    _study_options(p)
+
+    p = command("dashboard", "open optuna-dashboard on the study storage")
+    _storage_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
+
+    p = command("report", "write one HTML file with Optuna's plots of a study")
+    _storage_options(p)
+    p.add_argument("--study-name", help="needed when the storage holds several studies")
+    p.add_argument("--out", default="report.html", help="the file to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+    )
+    try:
+        import optuna  # slow to import: a Ctrl-C may land here
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except HpoTrainerError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The commands of ``hpo-trainer``: each reads its parsed arguments, calls the library and
+prints the result (printing happens here and in the parser module only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hpo_trainer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _storage_url(args: argparse.Namespace) -> str:
+    from hpo_trainer.search.storage import default_url
+
+    return args.storage or default_url(args.runs_dir)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    """Open the storage for reading, failing if it does not exist yet."""
+    from hpo_trainer.search.storage import open_storage
+
+    return open_storage(_storage_url(args), heartbeat_interval=None, must_exist=True)
+
+
+def _pick_study(storage: Any, name: str | None) -> str:
+    import optuna
+
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
+    if name is not None:
+        if name not in names:
+            from hpo_trainer.errors import did_you_mean
+
+            raise ConfigError(
+                f"no study named {name!r} in this storage; it has: "
+                f"{', '.join(names) or 'no studies'}." + did_you_mean(name, names)
+            )
+        return name
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(
+        f"the storage holds {len(names)} studies ({', '.join(names) or 'none'}); choose one "
+        "with --study-name"
+    )
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from hpo_trainer import studyfile
+    from hpo_trainer.search.engine import search
+
+    if not args.debug:
+        # The live progress line replaces the per-trial log lines of the workers.
+        os.environ["HPO_TRAINER_LOG_LEVEL"] = "WARNING"
+        logging.getLogger("hpo_trainer.search").setLevel(logging.WARNING)
+    defaults = studyfile.defaults(args.study_file, "SEARCH")
+    trainer = studyfile.load_trainer_from_file(
+        args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=True
+    )
+    options: dict[str, Any] = {
+        "epochs": args.epochs or defaults.get("epochs", 10),
+        "n_trials": args.trials or defaults.get("n_trials", 20),
+        "storage": args.storage or defaults.get("storage"),
+        "study_name": args.study_name or defaults.get("study_name"),
+        "n_workers": args.workers,
+        "devices": args.devices,
+        "workers_per_device": args.workers_per_device,
+        "provenance": {
+            "study_file": str(Path(args.study_file).resolve()),
+            "study_file_sha256": studyfile.file_hash(args.study_file),
+        },
+    }
+    for key in ("sampler", "pruner", "seed", "timeout", "metric", "direction"):
+        value = getattr(args, key)
+        if value is None:
+            value = defaults.get(key)
+        if value is not None:
+            options[key] = value
+
+    def announce(cfg: Any) -> None:
+        _say(
+            args,
+            f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
+            f"{cfg.n_workers} worker(s), storage {_masked(cfg.storage)}",
+        )
+
+    with _live(args, sys.stderr.isatty()) as show:
+        outcome = search(trainer, progress=show, on_start=announce, **options)
+    cfg = outcome.config
+    _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
+    if outcome.problem is not None:
+        print(f"error: {outcome.problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def _live(args: argparse.Namespace, tty: bool) -> Iterator[Callable[[Any], None] | None]:
+    """Yield the progress printer: on a terminal a line rewritten in place, otherwise a
+    line each time the finished count changes; ``None`` with ``--quiet``.
+    """
+    if args.quiet:
+        yield None
+        return
+    last_done = [-1]
+
+    def show(p: Any) -> None:
+        if tty:
+            print("\r\033[K" + p.line(), end="", file=sys.stderr, flush=True)
+        elif p.done != last_done[0]:
+            last_done[0] = p.done
+            print(p.line(), file=sys.stderr, flush=True)
+
+    try:
+        yield show
+    finally:
+        if tty:
+            print(file=sys.stderr)
+
+
+def _open_url(url: str) -> Any:
+    from hpo_trainer.search.storage import open_storage
+
+    return open_storage(url, heartbeat_interval=None)
+
+
+def _masked(url: str) -> str:
+    from hpo_trainer.search.storage import mask_url
+
+    return mask_url(url)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def _print_status(
+    args: argparse.Namespace, storage: Any, only: str | None, *, as_json: bool
+) -> None:
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
+    if only is not None:
+        names = [_pick_study(storage, only)]
+    from hpo_trainer.search import facts
+
+    summaries = [facts.summary(optuna.load_study(study_name=n, storage=storage)) for n in names]
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+        return
+    if not summaries:
+        print("no studies in this storage")
+    for s in summaries:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s["states"].items()))
+        print(
+            f"study {s['study']} ({s['direction']} {s['metric'] or 'value'}): "
+            f"{s['trials']} trials: {states or 'none'}"
+        )
+        if "best" in s:
+            b = s["best"]
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+            print(f"  best: trial {b['trial']}, value {b['value']:.6g}, {params}")
+        for r in s["running"]:
+            gpu = r["cuda_visible_devices"]
+            where = f"worker {r['worker']} on {r['host']}" + (f", GPU {gpu}" if gpu else "")
+            print(f"  running: trial {r['trial']} at epoch {r['epoch']} ({where})")
+        if s["budget"] is not None:
+            done = s["finished"]
+            eta = s["eta_seconds"]
+            left = f", about {_duration(eta)} left" if eta and done < s["budget"] else ""
+            print(f"  budget: {done}/{s['budget']} finished{left}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h{minutes:02d}m"
+        if hours
+        else f"{minutes}m{secs:02d}s"
+        if minutes
+        else (f"{secs}s")
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    _print_status(args, storage, args.study_name, as_json=args.json)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo_trainer import export
+
+    storage = _open(args)
+    name = _pick_study(storage, args.study_name)
+    study = optuna.load_study(study_name=name, storage=storage)
+    record = export.best_record(study, _storage_url(args), top=args.top)
+    path = export.write(record, args.out)
+    _say(
+        args,
+        f"best of study {name!r}: trial {record['trial']}, {record['metric']} "
+        f"{record['value']:.6g}",
+    )
+    print(path)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hpo_trainer import export, studyfile
+
+    record = export.read(args.params)
+    defaults = studyfile.defaults(args.study_file, "TRAIN")
+    trainer = studyfile.load_trainer_from_file(
+        args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=args.quiet
+    )
+    recorded = record.get("study_file_sha256")
+    if recorded and recorded != studyfile.file_hash(args.study_file):
+        logger.warning(
+            "%s changed since these params were exported; the run uses the file as it is now",
+            args.study_file,
+        )
+    if args.merge_val:
+        from hpo_trainer.train.data import merge
+
+        trainer.train_data = merge(trainer.train_data, trainer.val_data)
+    from hpo_trainer.final import final_run
+
+    summary = final_run(
+        trainer,
+        params=record["params"] if not args.resume else None,
+        epochs=args.epochs or defaults.get("epochs", 30),
+        save_every=args.save_every or defaults.get("save_every"),
+        resume=args.resume or False,
+        provenance={k: record.get(k) for k in ("study", "trial", "value", "storage")},
+    )
+    metrics = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in summary["final_metrics"].items()
+        if k.startswith(("test/", "val/"))
+    )
+    _say(args, f"trained {summary['epochs']} epochs: {metrics}")
+    print(summary["run_dir"])
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    url = _storage_url(args)
+    _open(args)
+    with socket.socket() as s:
+        try:
+            s.bind((args.host, args.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror}); the port is in "
+                "use: pick another with --port"
+            ) from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "the dashboard listens on %s: anyone who can reach it can read and change the study",
+            args.host,
+        )
+    from optuna_dashboard import run_server
+
+    _say(args, f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    run_server(url, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from hpo_trainer.search.migrate import migrate
+
+    copied = migrate(
+        args.source, args.target, study_name=args.study_name, overwrite=args.overwrite
+    )
+    for name, n in copied.items():
+        _say(args, f"copied study {name!r}: {n} trials to {_masked(args.target)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo_trainer.report import write_report
+
+    storage = _open(args)
+    name = _pick_study(storage, args.study_name)
+    path = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
+    print(path)
+    return 0
+
+
+COMMANDS = {
+    "search": _cmd_search,
+    "status": _cmd_status,
+    "export": _cmd_export,
+    "train": _cmd_train,
+    "dashboard": _cmd_dashboard,
+    "report": _cmd_report,
+    "migrate": _cmd_migrate,
+}
