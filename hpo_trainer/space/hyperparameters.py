@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo_trainer.errors import SpaceError, did_you_mean, raise_all
+from hpo_trainer.space.conditions import parents_first
 from hpo_trainer.space.dimensions import (
     CategoricalDim,
     Dimension,
@@ -465,25 +466,7 @@ class Hyperparameters:
 
     def _order(self) -> list[str]:
         """Names in an order where every parent comes before the names depending on it."""
-        order: list[str] = []
-        state: dict[str, int] = {}
-
-        def visit(name: str, path: tuple[str, ...]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                cycle = " -> ".join((*path, name))
-                raise SpaceError(f"conditions form a cycle: {cycle}; remove one of them")
-            state[name] = 1
-            for parent in self._entries[name].when:
-                if parent in self._entries:
-                    visit(parent, (*path, name))
-            state[name] = 2
-            order.append(name)
-
-        for name in self._entries:
-            visit(name, ())
-        return order
+        return parents_first({name: entry.when for name, entry in self._entries.items()})
 
     def _draw(self, draw: Any) -> dict:
         labels: dict[str, Any] = {}
