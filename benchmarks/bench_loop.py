@@ -1,39 +1,33 @@
 """Benchmark the Trainer's loop and its in-memory data path on the CPU.
 
-Two measurements, each interleaving repetitions of its variants and reporting medians:
+Two parts, each interleaving repetitions of its variants and reporting medians:
 
-(a) Loop overhead: seconds per epoch of ``Trainer.build`` + ``Trainer.fit`` (no callbacks)
-    against a hand-written PyTorch loop doing the same work: the same MLP, in-memory tensors,
-    batch size, SGD, CrossEntropyLoss, a reshuffle every epoch, a training pass and a
-    validation pass, and the same metrics (loss and accuracy of both passes). ``Trainer.train``
-    (which also writes a checkpoint and TensorBoard files) is reported alongside.
-(b) Data path: one training epoch through the Trainer given tensors ``(x, y)`` (the fast
-    path, ``hpo_trainer.data.TensorBatches``) against the template's way, a per-item dict
-    ``Dataset`` read by a ``DataLoader`` with the default collate. The data-only iteration
-    time of both is reported too.
+``loop``
+    Seconds per epoch of ``Trainer.build`` + ``Trainer.fit`` (no callbacks) against a
+    hand-written PyTorch loop doing the same work: the same MLP, in-memory tensors, batch
+    size, SGD, CrossEntropyLoss, a reshuffle every epoch, a training and a validation pass
+    and the same metrics. ``Trainer.train`` (which also writes a checkpoint and TensorBoard
+    files) is reported alongside. A sanity check first trains one epoch both ways and
+    compares weights and metrics: the comparison is like for like.
+``data``
+    One training epoch through the Trainer given tensors ``(x, y)`` (the fast path,
+    ``TensorBatches``) against the template's per-item dict ``Dataset`` read by a
+    ``DataLoader``, for an MLP 784-256-10 and a narrow 784-32-10; the batches-only time of
+    both, and the bound the model's own compute puts on any data-path speed-up.
 
 Run:
-    .venv/bin/python benchmarks/bench_loop.py            # full run, ~30-40 s on an idle machine
-    .venv/bin/python benchmarks/bench_loop.py --quick    # smoke test, ~5 s
+    .venv/bin/python benchmarks/bench_loop.py              # full run, ~40 s idle
+    .venv/bin/python benchmarks/bench_loop.py --quick      # smoke test, ~5 s
+    .venv/bin/python benchmarks/bench_loop.py --only data
 
-Torch runs one intra-op thread by default (``--threads``): on a small shared machine, with
-every core busy, one competing process stalls every parallel op and single runs take 10-50x
-longer, which no number of repeats averages out.
-
-It always exits 0: the RESULT lines say whether each target is met.
+Torch runs one intra-op thread by default (``--threads``): on a small shared machine one
+competing process stalls every parallel op and single runs take 10-50x longer.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,25 +40,27 @@ from torch.utils.data import DataLoader, Dataset
 from hpo_trainer import Trainer
 from hpo_trainer.train.data import TensorBatches
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import Result, interleaved, main, median, print_table  # noqa: E402
+
 LOOP_TARGET = 1.05  # trainer / hand-written, at most
 SPEEDUP_TARGET = 2.0  # template / fast path, at least
-LR = 0.01
-SEED = 0
 NOISE_LIMIT = 1.10  # median / fastest repeat above this: the machine was busy
+LR, SEED = 0.01, 0
 
 
 @dataclass(frozen=True)
 class Config:
-    """Sizes of one benchmark run."""
+    """Sizes of one run."""
 
-    n_train: int  # training examples for (a)
-    n_val: int  # validation examples for (a)
-    n_fast: int  # training examples for (b)
+    n_train: int  # training examples of ``loop``
+    n_val: int
+    n_fast: int  # training examples of ``data``
     in_dim: int
     hidden: int
     classes: int
     batch_size: int
-    epochs: int  # epochs per timed run in (a)
+    epochs: int  # epochs per timed run of ``loop``
     repeats: int
 
 
@@ -98,44 +94,33 @@ class DictDataset(Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def random_data(n: int, cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``n`` random float32 inputs and int64 labels."""
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def random_data(n: int, cfg: Config, seed: int) -> Pair:
+    """``n`` random float32 inputs and int64 labels."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, cfg.in_dim, generator=g)
-    y = torch.randint(0, cfg.classes, (n,), generator=g)
-    return x, y
+    return torch.randn(n, cfg.in_dim, generator=g), torch.randint(
+        0, cfg.classes, (n,), generator=g
+    )
 
 
-# -- (a) the hand-written loop ----------------------------------------------------------------
-
-
-def hand_written(
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    cfg: Config,
-    epochs: int,
-    seed: int = SEED,
-) -> tuple[nn.Module, dict[str, float]]:
-    """Train an MLP for ``epochs`` epochs with a plain loop; return it and the last metrics.
-
-    Seeded like ``Trainer.build(seed=seed)``, so both draw the same weights and shuffles.
-    """
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+def hand_written(train: Pair, val: Pair, cfg: Config, epochs: int) -> tuple[nn.Module, dict]:
+    """Train an MLP with a plain loop, seeded like ``Trainer.build(seed=SEED)``; return it
+    and the last epoch's metrics."""
+    torch.manual_seed(SEED)
+    gen = torch.Generator().manual_seed(SEED)
     model = MLP(cfg.in_dim, cfg.hidden, cfg.classes)
-    criterion = nn.CrossEntropyLoss()
-    optimizer = SGD(model.parameters(), lr=LR)
-    (x, y), (xv, yv) = train, val
-    n, nv, bs = len(x), len(xv), cfg.batch_size
+    criterion, optimizer = nn.CrossEntropyLoss(), SGD(model.parameters(), lr=LR)
+    (x, y), (xv, yv), bs = train, val, cfg.batch_size
     metrics: dict[str, float] = {}
     for _ in range(epochs):
         model.train()
         loss_sum, correct = 0.0, 0
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, bs):
+        perm = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), bs):
             idx = perm[start : start + bs]
-            # index_select, not x[idx]: advanced indexing costs ~3x more per batch on the CPU
-            # and would flatter the Trainer (which uses index_select) by about 2%.
+            # index_select, as the Trainer does: x[idx] costs ~3x more per batch on the CPU
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
             out = model(xb)
             loss = criterion(out, yb)
@@ -144,35 +129,25 @@ def hand_written(
             optimizer.step()
             loss_sum += loss.item() * len(yb)
             correct += int((out.argmax(dim=1) == yb).sum())
-        metrics = {"train/loss": loss_sum / n, "train/acc": correct / n}
+        metrics = {"train/loss": loss_sum / len(x), "train/acc": correct / len(x)}
         model.eval()
         loss_sum, correct = 0.0, 0
         with torch.no_grad():
-            for start in range(0, nv, bs):
+            for start in range(0, len(xv), bs):
                 xb, yb = xv[start : start + bs], yv[start : start + bs]
                 out = model(xb)
                 loss_sum += criterion(out, yb).item() * len(yb)
                 correct += int((out.argmax(dim=1) == yb).sum())
-        metrics.update({"val/loss": loss_sum / nv, "val/acc": correct / nv})
+        metrics |= {"val/loss": loss_sum / len(xv), "val/acc": correct / len(xv)}
     return model, metrics
 
 
-# -- the Trainer ------------------------------------------------------------------------------
-
-
 def make_trainer(train: Any, val: Any, cfg: Config, runs_dir: Path) -> Trainer:
-    """Return a Trainer for the MLP with SGD(lr=LR) and CrossEntropyLoss on the CPU."""
+    """A Trainer for the MLP with SGD(lr=LR) and CrossEntropyLoss on the CPU."""
     tr = Trainer(
-        train,
-        val,
-        None,
-        batch_size=cfg.batch_size,
-        device="cpu",
-        seed=SEED,
-        runs_dir=runs_dir,
-        name="bench",
-        quiet=True,
-    )
+        train, val, None, batch_size=cfg.batch_size, device="cpu", seed=SEED,
+        runs_dir=runs_dir, name="bench", quiet=True,
+    )  # fmt: skip
     tr.set_model(MLP)
     tr.prime_model(cfg.in_dim, cfg.hidden, cfg.classes)
     tr.set_criterion(nn.CrossEntropyLoss)
@@ -183,243 +158,139 @@ def make_trainer(train: Any, val: Any, cfg: Config, runs_dir: Path) -> Trainer:
 
 def trainer_fit(tr: Trainer, epochs: int) -> dict[str, float]:
     """Build a fresh run and fit it with no callbacks; return the last metrics."""
-    run = tr.build({}, epochs=epochs, seed=SEED)
-    return tr.fit(run, callbacks=[]).metrics
+    return tr.fit(tr.build({}, epochs=epochs, seed=SEED), callbacks=[]).metrics
 
 
-# -- timing -----------------------------------------------------------------------------------
+def iterate(batches: Any) -> int:
+    """Draw every batch of one epoch."""
+    return sum(1 for _ in batches)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Return the wall-clock seconds of one call of ``fn``."""
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def show(title: str, times: dict[str, list[float]], per: float, unit: str) -> dict[str, float]:
+    """Print the times of each variant (and a warning if noisy); return the medians."""
+    med = {name: median(t) for name, t in times.items()}
+    rows = [
+        [name, f"{med[name]:.3f}", f"{min(t):.3f}..{max(t):.3f}", f"{med[name] / per:.3f}"]
+        for name, t in times.items()
+    ]
+    print_table(title, ["variant", "median s", "min..max s", unit], rows)
+    noisy = [name for name, t in times.items() if med[name] > NOISE_LIMIT * min(t)]
+    if noisy:
+        print(f"  WARNING noisy machine: median > {NOISE_LIMIT:g} x fastest for {noisy}")
+    return med
 
 
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Time each variant ``repeats`` times, rotating their order every round.
-
-    Every variant runs once untimed first (imports, allocator and thread-pool warm-up).
-    """
-    for fn in variants.values():
-        fn()
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(timed(variants[name]))
-    return times
+def setup(args: argparse.Namespace) -> Config:
+    """The sizes for ``args``, and torch's threads."""
+    torch.set_num_threads(max(1, args.threads))
+    cfg = QUICK if args.quick else FULL
+    return cfg if args.repeats is None else replace(cfg, repeats=max(1, args.repeats))
 
 
-def iterate(batches: Iterable[Any]) -> int:
-    """Draw every batch of one epoch; return how many there were."""
-    count = 0
-    for _ in batches:
-        count += 1
-    return count
-
-
-def spread(values: list[float]) -> str:
-    """Return ``min..max`` of ``values`` in seconds."""
-    return f"{min(values):.3f}..{max(values):.3f}"
-
-
-def noisy(times: dict[str, list[float]]) -> list[str]:
-    """Return the variants whose median is over 10% above their fastest repeat."""
-    return [n for n, t in times.items() if statistics.median(t) > NOISE_LIMIT * min(t)]
-
-
-def paired_ratio(num: list[float], den: list[float]) -> float:
-    """Return the median of the per-round ratios ``num / den`` (robust to slow drift)."""
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
-def warn_if_noisy(times: dict[str, list[float]]) -> None:
-    """Print a warning naming the variants whose repeats spread widely."""
-    bad = noisy(times)
-    if bad:
-        print(
-            f"  WARNING noisy machine: median > {NOISE_LIMIT:g} x fastest for {', '.join(bad)}; "
-            "other processes were competing for the CPUs, rerun with more --repeats"
-        )
-
-
-def table(rows: list[tuple[str, list[float], float]], unit: str) -> Iterator[str]:
-    """Yield the lines of a table: name, median, spread and the median scaled per ``unit``."""
-    yield f"  {'variant':<34} {'median s':>9} {'min..max s':>13} {unit:>13}"
-    for name, times, scale in rows:
-        med = statistics.median(times)
-        yield f"  {name:<34} {med:9.3f} {spread(times):>13} {med / scale:13.3f}"
-
-
-def verdict(ok: bool) -> str:
-    """Return PASS or FAIL."""
-    return "PASS" if ok else "FAIL"
-
-
-# -- the two measurements ---------------------------------------------------------------------
-
-
-def check_same_work(cfg: Config, runs_dir: Path) -> str:
-    """Train one epoch both ways on a small set and say whether the metrics agree.
-
-    Both are seeded alike, so the same work gives the same weights and metrics; this shows
-    that the comparison in (a) is like for like.
-    """
+def bench_loop(args: argparse.Namespace, tmp: Path) -> list[Result]:
+    """Part ``loop``: Trainer vs a hand-written loop, after a like-for-like check."""
+    cfg = setup(args)
     small = replace(cfg, n_train=1_024, n_val=256)
     train, val = random_data(small.n_train, small, 1), random_data(small.n_val, small, 2)
-    tr = make_trainer(train, val, small, runs_dir)
+    tr = make_trainer(train, val, small, tmp)
     ours = trainer_fit(tr, 1)
     model, theirs = hand_written(train, val, small, 1)
-    same_weights = all(
+    same = all(
         torch.allclose(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(tr.get_model().state_dict().values(), model.state_dict().values())
     )
     worst = max(abs(ours[k] - theirs[k]) for k in theirs)
-    ok = same_weights and worst < 1e-5
-    return (
-        f"same weights: {same_weights}, largest metric difference {worst:.1e} -> "
-        f"{'same work' if ok else 'DIFFERENT WORK (check the loops)'}"
-    )
+    print(f"  sanity: same weights {same}, largest metric difference {worst:.1e}")
 
-
-def bench_loop(cfg: Config, runs_dir: Path) -> float:
-    """Run measurement (a); print its table and return trainer / hand-written."""
     train, val = random_data(cfg.n_train, cfg, 1), random_data(cfg.n_val, cfg, 2)
-    fit_tr = make_trainer(train, val, cfg, runs_dir)
-    train_tr = make_trainer(train, val, cfg, runs_dir)
-    e = cfg.epochs
-    times = interleaved(
-        {
-            "hand-written loop": lambda: hand_written(train, val, cfg, e),
-            "Trainer.build + fit (no callbacks)": lambda: trainer_fit(fit_tr, e),
-            "Trainer.train (ckpt + TensorBoard)": lambda: train_tr.train(e),
-        },
-        cfg.repeats,
+    fit_tr, train_tr, e = (
+        make_trainer(train, val, cfg, tmp),
+        make_trainer(train, val, cfg, tmp),
+        cfg.epochs,
     )
+    variants = {
+        "hand-written loop": lambda: hand_written(train, val, cfg, e),
+        "Trainer.build + fit (no callbacks)": lambda: trainer_fit(fit_tr, e),
+        "Trainer.train (ckpt + TensorBoard)": lambda: train_tr.train(e),
+    }
+    times = interleaved(variants, cfg.repeats)
+    med = show(
+        f"loop: {cfg.n_train} train + {cfg.n_val} val examples x {cfg.in_dim}, MLP "
+        f"{cfg.in_dim}-{cfg.hidden}-{cfg.classes}, batch {cfg.batch_size}, SGD, {e} epoch(s) "
+        f"per timed run, {cfg.repeats} interleaved repeats",
+        times,
+        e,
+        "s / epoch",
+    )
+    hand, fit_name, train_name = list(variants)
+    fit_ratio, train_ratio = med[fit_name] / med[hand], med[train_name] / med[hand]
+    paired = median(a / b for a, b in zip(times[fit_name], times[hand]))
     print(
-        f"\n(a) loop overhead: {cfg.n_train} train + {cfg.n_val} val examples x {cfg.in_dim}, "
-        f"MLP {cfg.in_dim}-{cfg.hidden}-{cfg.classes}, batch {cfg.batch_size}, SGD, "
-        f"{e} epoch(s) per timed run, {cfg.repeats} interleaved repeats"
+        f"  build+fit / hand-written {fit_ratio:.3f} (median of per-round ratios "
+        f"{paired:.3f}); train() / hand-written {train_ratio:.3f}"
     )
-    for line in table([(name, t, e) for name, t in times.items()], "s / epoch"):
-        print(line)
-    hand = times["hand-written loop"]
-    ratios: dict[str, float] = {}
-    for label, name in (
-        ("build+fit", "Trainer.build + fit (no callbacks)"),
-        ("train()  ", "Trainer.train (ckpt + TensorBoard)"),
-    ):
-        ratios[label] = statistics.median(times[name]) / statistics.median(hand)
-        print(
-            f"  {label} / hand-written: {ratios[label]:.3f} (median of per-round ratios "
-            f"{paired_ratio(times[name], hand):.3f}, of fastest "
-            f"{min(times[name]) / min(hand):.3f})"
-        )
-    warn_if_noisy(times)
-    return ratios["build+fit"]
+    ok = same and worst < 1e-5
+    return [
+        Result("loop_same_work", float(ok), ".0f", "1: same weights and metrics", ok),
+        Result(
+            "loop_overhead_ratio", fit_ratio, ".2f", f"<= {LOOP_TARGET}", fit_ratio <= LOOP_TARGET
+        ),
+        Result("loop_train_ratio", train_ratio, ".2f"),
+    ]
 
 
-def bench_data_path(cfg: Config, runs_dir: Path) -> float:
-    """Run measurement (b); print its table and return template / fast path."""
+def data_path(cfg: Config, tmp: Path) -> list[Result]:
+    """One data-path comparison at ``cfg.hidden``; its speed-up as a RESULT."""
     x, y = random_data(cfg.n_fast, cfg, 3)
-    dict_ds = DictDataset(x, y)
-    fast_tr = make_trainer((x, y), None, cfg, runs_dir)
-    template_tr = make_trainer(dict_ds, None, cfg, runs_dir)
+    fast_tr, template_tr = (
+        make_trainer((x, y), None, cfg, tmp),
+        make_trainer(DictDataset(x, y), None, cfg, tmp),
+    )
     gen = torch.Generator().manual_seed(SEED)
     fast_batches = TensorBatches((x, y), batch_size=cfg.batch_size, shuffle=True, generator=gen)
-    loader = DataLoader(dict_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-    names = {
-        "fit": "Trainer fit, tensors (fast path)",
-        "fit_t": "Trainer fit, dict Dataset+DataLoader",
-        "data": "batches only, TensorBatches",
-        "data_t": "batches only, DataLoader(dict)",
-    }
+    loader = DataLoader(DictDataset(x, y), batch_size=cfg.batch_size, shuffle=True, generator=gen)
     times = interleaved(
         {
-            names["fit"]: lambda: trainer_fit(fast_tr, 1),
-            names["fit_t"]: lambda: trainer_fit(template_tr, 1),
-            names["data"]: lambda: iterate(fast_batches),
-            names["data_t"]: lambda: iterate(loader),
+            "Trainer fit, tensors (fast path)": lambda: trainer_fit(fast_tr, 1),
+            "Trainer fit, dict Dataset+DataLoader": lambda: trainer_fit(template_tr, 1),
+            "batches only, TensorBatches": lambda: iterate(fast_batches),
+            "batches only, DataLoader(dict)": lambda: iterate(loader),
         },
         cfg.repeats,
     )
+    fit, fit_t, data, data_t = show(
+        f"data: one training epoch on {cfg.n_fast} x {cfg.in_dim} float32, batch "
+        f"{cfg.batch_size}, MLP {cfg.in_dim}-{cfg.hidden}-{cfg.classes}, {cfg.repeats} "
+        "interleaved repeats",
+        times,
+        cfg.n_fast / 1e6,
+        "us / example",
+    ).values()
+    compute = fit - data  # the model's own work bounds what a faster data path gains (Amdahl)
     print(
-        f"\n(b) data path: one training epoch on {cfg.n_fast} x {cfg.in_dim} float32, "
-        f"batch {cfg.batch_size}, MLP {cfg.in_dim}-{cfg.hidden}-{cfg.classes}, "
-        f"{cfg.repeats} interleaved repeats"
+        f"  epoch speed-up {fit_t / fit:.2f}x, batches only {data_t / data:.1f}x; the model is "
+        f"{compute / fit:.0%} of the fast epoch, so at most {fit_t / compute:.2f}x"
     )
-    per = cfg.n_fast / 1e6
-    for line in table([(name, t, per) for name, t in times.items()], "us / example"):
-        print(line)
-    med = {key: statistics.median(times[name]) for key, name in names.items()}
-    speedup = med["fit_t"] / med["fit"]
-    print(f"  training epoch speedup (template / fast): {speedup:.2f}x")
-    print(f"  batches-only speedup   (template / fast): {med['data_t'] / med['data']:.1f}x")
-    # The model's own work bounds what a faster data path can gain (Amdahl).
-    compute = med["fit"] - med["data"]
-    print(
-        f"  model compute is {compute / med['fit']:.0%} of the fast epoch; with it fixed, "
-        f"removing all loading time gains at most {med['fit_t'] / compute:.2f}x"
-    )
-    warn_if_noisy(times)
-    return speedup
+    name = f"fastpath_speedup_mlp{cfg.in_dim}_{cfg.hidden}"
+    return [
+        Result(name, fit_t / fit, ".2f", f">= {SPEEDUP_TARGET:g}", fit_t / fit >= SPEEDUP_TARGET),
+        Result(f"{name}_batches_only", data_t / data, ".1f"),
+        Result(f"{name}_bound", fit_t / compute, ".2f", "none: the most any data path could gain"),
+    ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test under 30 s")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (default 1: with every core busy, one competing process "
-        "stalls each parallel op and a run can take 10-50x longer)",
-    )
-    return p.parse_args(argv)
+def bench_data(args: argparse.Namespace, tmp: Path) -> list[Result]:
+    """Part ``data``: the wide MLP of ``loop`` and a narrow one, where loading weighs more."""
+    cfg = setup(args)
+    return [r for hidden in (cfg.hidden, 32) for r in data_path(replace(cfg, hidden=hidden), tmp)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run both measurements and print a RESULT line per target; always return 0."""
-    args = parse_args(argv)
-    cfg = QUICK if args.quick else FULL
-    if args.repeats is not None:
-        cfg = replace(cfg, repeats=max(1, args.repeats))
-    torch.set_num_threads(max(1, args.threads))
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already fixed: parallel work ran before main() in this process
-        pass
-    started = time.perf_counter()
-    print(
-        f"bench_loop: torch {torch.__version__}, python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()} "
-        f"(interop {torch.get_num_interop_threads()}), mode {'quick' if args.quick else 'full'}"
-    )
-    with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
-        runs_dir = Path(tmp)
-        print(f"sanity: {check_same_work(cfg, runs_dir)}")
-        ratio = bench_loop(cfg, runs_dir)
-        # The data path matters in proportion to the model's share of the epoch: measure it
-        # on the wide MLP of (a) and on a narrow one, where loading is a larger share.
-        speedups = {h: bench_data_path(replace(cfg, hidden=h), runs_dir) for h in (cfg.hidden, 32)}
-    print(f"\ntotal {time.perf_counter() - started:.1f} s")
-    print(
-        f"RESULT loop_overhead_ratio={ratio:.2f} (target <= {LOOP_TARGET}) "
-        f"{verdict(ratio <= LOOP_TARGET)}"
-    )
-    for hidden, speedup in speedups.items():
-        print(
-            f"RESULT fastpath_speedup_mlp{cfg.in_dim}_{hidden}={speedup:.1f}x "
-            f"(target >= {SPEEDUP_TARGET:g}) {verdict(speedup >= SPEEDUP_TARGET)}"
-        )
-    return 0
+def options(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's own options."""
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    torch.set_num_interop_threads(1)
+    sys.exit(main(__doc__ or "", {"loop": bench_loop, "data": bench_data}, extra=options))
