@@ -22,6 +22,7 @@ from hpo_trainer.space import CLASS, Hyperparameters
 from hpo_trainer.space.dimensions import CategoricalDim
 from hpo_trainer.train import data
 from hpo_trainer.train.callback import Callback
+from hpo_trainer.train.devices import resolve_device
 
 #: Leading positional arguments a target receives from the trainer, never from the user.
 _SUPPLIED = {"optimizer": 1, "scheduler": 1, "model": 0, "criterion": 0}
@@ -144,6 +145,35 @@ def check_datasets(train: Any, val: Any, test: Any) -> None:
         except HpoTrainerError as exc:
             problems.append(str(exc))
     raise_all(problems, DataError)
+
+
+def check_trainer_args(
+    datasets: tuple[Any, Any, Any], *, device: Any, **options: Any
+) -> torch.device:
+    """Check the :class:`~hpo_trainer.Trainer` arguments and return the device to use.
+
+    Args:
+        datasets: The train, validation and test sets.
+        device: The device asked for (see :func:`~hpo_trainer.train.devices.resolve_device`).
+        **options: The other keyword arguments checked by :func:`trainer_problems`.
+
+    Returns:
+        The resolved device.
+
+    Raises:
+        DataError: If a dataset cannot be used.
+        ConfigError: Listing every other problem.
+
+    """
+    check_datasets(*datasets)
+    problems = trainer_problems(**options)
+    try:
+        resolved = resolve_device(device)
+    except ConfigError as exc:
+        raise_all([*problems, str(exc)])
+        raise  # not reached: raise_all raised for the device problem
+    raise_all(problems)
+    return resolved
 
 
 def _is_int(value: Any, minimum: int) -> bool:

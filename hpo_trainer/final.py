@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hpo_trainer.errors import ConfigError
 from hpo_trainer.export import write_text
 
 if TYPE_CHECKING:
@@ -63,10 +64,17 @@ def final_run(
     Returns:
         The summary, also written as ``summary.json`` in the run folder.
 
+    Raises:
+        ConfigError: If the configuration, ``params`` or an argument is not valid.
+
     """
     history = trainer.train(epochs, save_every=save_every, params=params, resume=resume)
     run_dir = trainer.run_dir
-    assert run_dir is not None
+    if run_dir is None:  # train() sets it; only a train() overridden without it leaves None
+        raise ConfigError(
+            "train() left no run folder (trainer.run_dir is None); an overridden train() "
+            "must call Trainer.train"
+        )
     files = _export_model(trainer.get_model(), _example_input(trainer), run_dir)
     summary = {
         "run_dir": str(run_dir),

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from hpo_trainer import checks, runs
-from hpo_trainer.build import build_run
+from hpo_trainer.build import LastRun, build_run
 from hpo_trainer.errors import ConfigError, raise_all
 from hpo_trainer.params import encode_params, resolve_params
 from hpo_trainer.recipe import Recipe
@@ -31,7 +30,6 @@ from hpo_trainer.search import facts
 from hpo_trainer.search.engine import search
 from hpo_trainer.train import checkpoint, data
 from hpo_trainer.train.callback import Callback
-from hpo_trainer.train.devices import resolve_device
 from hpo_trainer.train.loop import fit
 from hpo_trainer.train.state import FitState, History, Run
 
@@ -41,7 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Trainer(Recipe):
+class Trainer(Recipe, LastRun):
     """Train a PyTorch model and search its hyperparameters (the template's API).
 
     Example:
@@ -91,8 +89,9 @@ class Trainer(Recipe):
         quiet: bool = False,
         num_workers: int = 0,
     ) -> None:
-        checks.check_datasets(train_data, val_data, test_data)
-        problems = checks.trainer_problems(
+        self.device = checks.check_trainer_args(
+            (train_data, val_data, test_data),
+            device=device,
             batch_size=batch_size,
             grad_clip=grad_clip,
             name=name,
@@ -101,11 +100,6 @@ class Trainer(Recipe):
             seed=seed,
             num_workers=num_workers,
         )
-        try:
-            self.device = resolve_device(device)
-        except ConfigError as exc:
-            problems.append(str(exc))
-        raise_all(problems)
         self.train_data, self.val_data, self.test_data = (
             data.tensors_or_dataset(ds) for ds in (train_data, val_data, test_data)
         )
@@ -114,51 +108,14 @@ class Trainer(Recipe):
         self.runs_dir, self.name, self.quiet = Path(runs_dir), name, quiet
         super().__init__()
         self._best: dict[str, dict[str, Any]] | None = None
-        #: The run built last (by :meth:`build`, a search trial or :meth:`train`); ``None``
-        #: before any. Built state, kept apart from the configuration above.
-        self.last_run: Run | None = None
+        self.last_run = None  # built state (see LastRun), apart from the configuration
+        #: The folder of the last :meth:`train` run.
         self.run_dir: Path | None = None
         #: How a worker process rebuilds this trainer (set by a study file); ``None``
         #: sends the trainer itself, pickled.
         self.factory: Callable[[], Trainer] | None = None
 
-    # -- the last run's objects (read-only; None before any run) -------------------------
-
-    @property
-    def model(self) -> nn.Module | None:
-        """The model of the last run."""
-        return self.last_run.state.model if self.last_run is not None else None
-
-    @property
-    def criterion(self) -> Any:
-        """The loss of the last run."""
-        return self.last_run.criterion if self.last_run is not None else None
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        """The optimizer of the last run."""
-        return self.last_run.state.optimizer if self.last_run is not None else None
-
-    @property
-    def scheduler(self) -> Any:
-        """The scheduler of the last run."""
-        return self.last_run.state.scheduler if self.last_run is not None else None
-
-    @property
-    def history(self) -> History:
-        """The per-epoch metrics of the last run (empty before any)."""
-        return self.last_run.state.history if self.last_run is not None else History()
-
-    def get_model(self) -> nn.Module:
-        """Return the model of the last run.
-
-        Raises:
-            ConfigError: If nothing has been trained yet.
-
-        """
-        if self.model is None:
-            raise ConfigError("no model has been trained yet; call train() first")
-        return self.model
+    # -- the forward pass ----------------------------------------------------------------
 
     def pass_batch(self, batch: Any) -> dict[str, Any]:
         """Run one batch through the model; override for other batch layouts or outputs.
@@ -177,7 +134,7 @@ class Trainer(Recipe):
         preds = self.model(x)  # type: ignore[misc]
         return {"loss": self.criterion(preds, y), "preds": preds, "target": y}
 
-    # -- checking and building -----------------------------------------------------------
+    # -- parameters and building -----------------------------------------------------------
 
     def resolve_params(self, params: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Return the values for each target for a run, from ``params`` or the spaces.
@@ -206,9 +163,18 @@ class Trainer(Recipe):
         with_test: bool = True,
         explain: bool = False,
     ) -> Run:
-        """Build a fresh run from ``values`` (see :func:`hpo_trainer.build.build_run`).
+        """Build a fresh model, optimizer, scheduler and data batches for one run.
 
-        The run becomes :attr:`last_run`.
+        Args:
+            values: The values for each target (see :meth:`resolve_params`).
+            epochs: The number of epochs the run will train.
+            seed: Seeds the model's initialisation and the shuffles.
+            with_test: Evaluate the test set every epoch.
+            explain: Turn an exception raised by a user class into a :class:`ConfigError`
+                naming the target and the class (a trial keeps the original exception).
+
+        Returns:
+            The run (see :func:`hpo_trainer.build.build_run`), also kept as :attr:`last_run`.
 
         Raises:
             ConfigError: If ``explain`` and building a target failed.
@@ -270,7 +236,8 @@ class Trainer(Recipe):
             params: The searched values to use (see :meth:`resolve_params`).
             resume: Continue a run from its newest good checkpoint (callbacks' states
                 included): a run folder, or ``True`` for the newest run of this name.
-            callbacks: More callbacks, called after the stock ones.
+            callbacks: More callbacks, called after the stock ones (except the checkpoint,
+                which runs last so that it saves every callback's state).
             run_name: The run folder's name prefix (default: the trainer's name).
 
         Returns:

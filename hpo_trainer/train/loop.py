@@ -181,6 +181,30 @@ def evaluate(
     return totals.means(split)
 
 
+def _end_epoch(state: FitState, metrics: dict[str, float]) -> None:
+    """Check the losses, step the scheduler and record the epoch in ``state``.
+
+    Raises:
+        NonFiniteLossError: If a loss is NaN or infinite.
+
+    """
+    bad = {k: v for k, v in metrics.items() if k.endswith("/loss") and not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLossError(
+            f"the loss became non-finite in epoch {state.epoch + 1} ({bad}); lower the "
+            "learning rate, clip gradients (grad_clip=1.0) or check the data for NaNs"
+        )
+    if state.scheduler is not None:
+        if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            state.scheduler.step(metrics.get("val/loss", metrics["train/loss"]))
+        else:
+            state.scheduler.step()
+    metrics["train/lr"] = float(state.optimizer.param_groups[0]["lr"])
+    state.epoch += 1
+    state.metrics = metrics
+    state.history.append(metrics)
+
+
 def _overrides(cb: Callback, hook: str) -> bool:
     return getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -262,21 +286,7 @@ def fit(
                         metric_fns=metric_fns,
                     )
                 )
-        bad = {k: v for k, v in metrics.items() if k.endswith("/loss") and not math.isfinite(v)}
-        if bad:
-            raise NonFiniteLossError(
-                f"the loss became non-finite in epoch {state.epoch + 1} ({bad}); lower the "
-                "learning rate, clip gradients (grad_clip=1.0) or check the data for NaNs"
-            )
-        if state.scheduler is not None:
-            if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                state.scheduler.step(metrics.get("val/loss", metrics["train/loss"]))
-            else:
-                state.scheduler.step()
-        metrics["train/lr"] = float(state.optimizer.param_groups[0]["lr"])
-        state.epoch += 1
-        state.metrics = metrics
-        state.history.append(metrics)
+        _end_epoch(state, metrics)
         for cb in callbacks:
             cb.on_epoch_end(state)
     for cb in callbacks:
