@@ -242,14 +242,10 @@ def test_stepped_float_never_leaves_its_range():
     assert max(hyp.sample(seed=seed)["p"] for seed in range(200)) <= 0.3
 
 
-def test_nan_choice_is_refused_or_round_trips():
-    try:
-        hyp = Hyperparameters().add_categorical("c", [math.nan, 1.0])
-    except SpaceError:
-        return
-    for seed in range(20):
-        value = hyp.sample(seed=seed)["c"]
-        assert hyp.decode(hyp.encode({"c": value}))["c"] is value
+def test_nan_choice_is_refused():
+    # NaN equals nothing, not even itself, so a stored NaN could never be matched back
+    with pytest.raises(SpaceError, match=r"a categorical choice cannot be NaN, got \[nan, 1\.0\]"):
+        Hyperparameters().add_categorical("c", [math.nan, 1.0])
 
 
 # -- Trainer construction --------------------------------------------------------------------
@@ -990,13 +986,76 @@ def int_args(draw):
     return low, high, kind == "log", draw(st.integers(1, 2**40)) if kind == "stepped" else 1
 
 
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _range_refusal(low, high, log, step):
+    """The refusal a range must get, as a regex with the bad value (``None``: accepted)."""
+    for bound in (low, high):
+        if not _is_number(bound) or (isinstance(bound, float) and math.isnan(bound)):
+            return rf"range bounds must be numbers, got {re.escape(repr(bound))}"
+    for bound in (low, high):
+        if not _finite(bound):
+            return rf"range bounds must be finite numbers, got {re.escape(repr(bound))}"
+    if low >= high:
+        return rf"a range needs low < high, got low={re.escape(repr(low))}, high="
+    if not math.isfinite(float(high) - float(low)):
+        return r"is wider than the largest float"
+    if log and low <= 0:
+        return rf"a log range must be above 0, got \[{re.escape(repr(low))}, "
+    if step is None:
+        return None
+    if not _is_number(step):
+        return rf"a step must be a positive number or None, got step={re.escape(repr(step))}"
+    if not _finite(step):
+        return rf"a step must be a finite positive number, got step={re.escape(repr(step))}"
+    if step <= 0:
+        return rf"a step must be positive, got step={re.escape(repr(step))}"
+    if log:
+        return r"cannot be both log and stepped"
+    width = float(high) - float(low)
+    if step > width * (1 + 1e-9):
+        return rf"a step of {re.escape(repr(step))} is wider than the range"
+    if width / step > 2**53:
+        return rf"a step of {re.escape(repr(step))} cuts .* into more than 2\*\*53 points"
+    return None
+
+
+def _int_refusal(low, high, log, step):
+    """The refusal an int range must get (see :func:`_range_refusal`)."""
+    for bound in (low, high, step):
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            return rf"an int range needs integer bounds and step, got {re.escape(repr(bound))}"
+    for bound in (low, high):
+        if abs(bound) > 2**53:
+            return rf"int range bounds must lie within -2\*\*53 .. 2\*\*53 .* got {bound}"
+    if log and step != 1:
+        return rf"a log int range must have step 1, got step={step}"
+    return _range_refusal(low, high, log, None if log else step)
+
+
+def _refused_as_expected(exc: SpaceError, expected: str | None) -> None:
+    assert expected is not None, f"a valid range was refused: {exc}"
+    assert re.search(expected, str(exc)), f"expected /{expected}/, got: {exc}"
+
+
 def _check_float_space(args, seed, *, tol):
     low, high, log, step = args
+    expected = _range_refusal(low, high, log, step)
     try:
         hyp = Hyperparameters().add_float("x", low, high, log=log, step=step)
     except SpaceError as exc:
-        assert str(exc)
+        _refused_as_expected(exc, expected)
         return
+    assert expected is None, f"not refused, but should be: /{expected}/"
     for s in (seed, seed + 1):
         value = hyp.sample(seed=s)["x"]
         assert math.isfinite(value)
@@ -1028,11 +1087,13 @@ def test_float_space_is_refused_or_samples_inside_for_any_input(args, seed):
 @given(args=int_args(), seed=st.integers(0, 2**32))
 def test_int_space_is_refused_or_samples_inside(args, seed):
     low, high, log, step = args
+    expected = _int_refusal(low, high, log, step)
     try:
         hyp = Hyperparameters().add_int("n", low, high, log=log, step=step)
     except SpaceError as exc:
-        assert str(exc)
+        _refused_as_expected(exc, expected)
         return
+    assert expected is None, f"not refused, but should be: /{expected}/"
     for s in (seed, seed + 1):
         value = hyp.sample(seed=s)["n"]
         assert type(value) is int and low <= value <= high and (value - low) % step == 0
@@ -1059,11 +1120,18 @@ PRIMITIVE = st.one_of(
     seed=st.integers(0, 2**32),
 )
 def test_categorical_space_is_refused_or_round_trips(choices, seed):
+    # choices that compare equal (1, 1.0, True) cannot be told apart once stored
+    dupes = sorted({str(c) for c in choices if choices.count(c) > 1})
     try:
         hyp = Hyperparameters().add_categorical("c", choices)
     except SpaceError as exc:
-        assert str(exc)
+        if not choices:
+            assert "a categorical needs at least one choice, got an empty list" in str(exc)
+        else:
+            assert dupes, f"distinct choices {choices!r} were refused: {exc}"
+            assert f"but {', '.join(dupes)} appears more than once" in str(exc)
         return
+    assert choices and not dupes, f"{choices!r} should be refused"
     for s in (seed, seed + 1):
         value = hyp.sample(seed=s)["c"]
         assert any(value is c for c in choices)
@@ -1099,6 +1167,29 @@ PARAMS_FILE_BYTES = st.one_of(
 )
 
 
+def _refused_params_file_as_expected(exc: ConfigError, path: Path, content: bytes) -> None:
+    """A refused params file is named, and the reason is the first thing wrong with it."""
+    message = str(exc)
+    if "has no target" in message or "must map names to values" in message:
+        assert message.startswith("param"), message  # group_params names the parameter
+        return
+    assert f"params file {str(path)!r}" in message, message
+    try:
+        data = json.loads(content.decode())
+    except UnicodeDecodeError:
+        assert "cannot be read" in message, message
+        return
+    except (ValueError, RecursionError):
+        assert "is not valid" in message and "JSON" in message, message
+        return
+    if not isinstance(data, dict):
+        assert message.endswith("must hold a JSON object"), message
+    else:
+        params = data.get("params", data if "format" not in data else None)
+        assert not isinstance(params, dict), f"a params object was refused: {message}"
+        assert message.endswith("has no 'params' object"), message
+
+
 @PROPERTY
 @given(content=PARAMS_FILE_BYTES)
 def test_params_file_reader_returns_grouped_params_or_a_config_error(tmp_path_factory, content):
@@ -1107,7 +1198,7 @@ def test_params_file_reader_returns_grouped_params_or_a_config_error(tmp_path_fa
     try:
         record = export.read(path)
     except ConfigError as exc:
-        assert str(exc)
+        _refused_params_file_as_expected(exc, path, content)
         return
     assert isinstance(record["params"], dict)
     assert all(isinstance(v, dict) for v in record["params"].values())
