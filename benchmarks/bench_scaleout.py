@@ -62,24 +62,7 @@ from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _shared import (  # noqa: E402
-    DEFAULT_PG_URL,
-    Result,
-    SearchRun,
-    delete_study,
-    dispose,
-    fill_study,
-    finished_trials,
-    fmt,
-    main,
-    median,
-    pg_problem,
-    print_table,
-    ratio,
-    stderr_to,
-    timed_search,
-    torch_threads,
-)
+import _shared as sh  # noqa: E402
 from synthetic_study import pay_one_off_costs  # noqa: E402
 
 STUDY = HERE / "synthetic_study.py"
@@ -96,7 +79,7 @@ def kinds_and_url(
 ) -> tuple[list[str], str | None]:
     """The storage kinds to run (PostgreSQL only if reachable) and the PostgreSQL URL."""
     pg_url = None if args.pg_url.lower() == "none" else args.pg_url
-    problem = pg_problem(pg_url) if "postgresql" in kinds else None
+    problem = sh.pg_problem(pg_url) if "postgresql" in kinds else None
     if problem:
         print(f"  PostgreSQL skipped: {problem}")
     return [k for k in kinds if k != "postgresql" or not problem], pg_url
@@ -112,11 +95,23 @@ def url_for(kind: str, folder: Path, pg_url: str | None) -> str:
 # -- throughput -----------------------------------------------------------------------------
 
 
+def tpm_span(r: sh.SearchRun) -> float:
+    """Finished trials per minute over the trials' span."""
+    return sh.ratio(60 * r.trials, r.span)
+
+
+COLUMNS: list[tuple[Callable[[sh.SearchRun], float], str]] = [
+    (lambda r: r.wall, ".1f"), (lambda r: r.head, ".1f"), (lambda r: r.span, ".2f"),
+    (lambda r: r.tail, ".2f"), (tpm_span, ".0f"), (lambda r: 60 * r.trials / r.wall, ".0f"),
+    (lambda r: 1e3 * r.median_trial, ".0f"), (lambda r: r.ms_per_epoch, ".2f"),
+]  # fmt: skip
+
+
 @dataclass
 class Cell:
     """One timed search: what it did and what went wrong."""
 
-    run: SearchRun
+    run: sh.SearchRun
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -139,18 +134,18 @@ def one_search(
     mark = log.stat().st_size if log.exists() else 0
     errors = {}
     try:
-        with torch_threads(1) if workers == 1 else contextlib.nullcontext():
-            run, outcome = timed_search(
+        with sh.torch_threads(1) if workers == 1 else contextlib.nullcontext():
+            run, outcome = sh.timed_search(
                 trainer, log, epochs=epochs, n_trials=n_trials, n_workers=workers,
                 storage=url, study_name=name, pruner="none", seed=0,
             )  # fmt: skip
         errors["exit"] = len(outcome.dead_workers)
     except Exception as exc:  # counted as an error of the cell; the bench goes on
         print(f"  error: {type(exc).__name__}: {exc}")
-        run, errors["exc"] = SearchRun(), 1
+        run, errors["exc"] = sh.SearchRun(), 1
     finally:
         if kind == "postgresql":
-            delete_study(url, name)
+            sh.delete_study(url, name)
     with open(log, "rb") as f:
         f.seek(mark)
         errors["tb"] = f.read().decode(errors="replace").count("Traceback (most recent")
@@ -158,7 +153,7 @@ def one_search(
     return Cell(run, {k: v for k, v in errors.items() if v})
 
 
-def bench_throughput(args: argparse.Namespace, tmp: Path) -> list[Result]:
+def bench_throughput(args: argparse.Namespace, tmp: Path) -> list[sh.Result]:
     """Part ``throughput``: trials per minute and errors, storage x workers."""
     n_trials, plan = SIZES["throughput"][bool(args.quick)]
     kinds, pg_url = kinds_and_url(args, ("sqlite", "journal", "postgresql"))
@@ -181,11 +176,8 @@ def bench_throughput(args: argparse.Namespace, tmp: Path) -> list[Result]:
                     flush=True,
                 )
 
-    def med(kind: str, w: int, get: Callable[[SearchRun], float]) -> float:
-        return median(v for c in cells[(kind, w)] if not math.isnan(v := get(c.run)))
-
-    def tpm_span(r: SearchRun) -> float:
-        return ratio(60 * r.trials, r.span)
+    def med(kind: str, w: int, get: Callable[[sh.SearchRun], float]) -> float:
+        return sh.median(v for c in cells[(kind, w)] if not math.isnan(v := get(c.run)))
 
     rows = []
     for (kind, w), cs in cells.items():
@@ -194,29 +186,17 @@ def bench_throughput(args: argparse.Namespace, tmp: Path) -> list[Result]:
             errs |= {k: errs.get(k, 0) + v for k, v in c.errors.items()}
         rows.append(
             [kind, w, "/".join(str(c.run.trials) for c in cs), sum(errs.values()) or "0"]
-            + [
-                fmt(med(kind, w, get), spec)
-                for get, spec in (
-                    (lambda r: r.wall, ".1f"),
-                    (lambda r: r.head, ".1f"),
-                    (lambda r: r.span, ".2f"),
-                    (lambda r: r.tail, ".2f"),
-                    (tpm_span, ".0f"),
-                    (lambda r: ratio(60 * r.trials, r.wall), ".0f"),
-                    (lambda r: 1e3 * r.median_trial, ".0f"),
-                    (lambda r: r.ms_per_epoch, ".2f"),
-                )
-            ]  # fmt: skip
+            + [sh.fmt(med(kind, w, get), spec) for get, spec in COLUMNS]
             + [
                 "/".join(
                     f"{min(c.run.per_worker.values(), default=0)}-"
                     f"{max(c.run.per_worker.values(), default=0)}"
                     for c in cs
                 )
-            ]  # fmt: skip
+            ]
             + [", ".join(f"{k} {v}" for k, v in errs.items())]
         )
-    print_table(
+    sh.print_table(
         f"throughput: {n_trials} trials x {EPOCHS} epochs per search (tiny MLP, pruner none, "
         f"TPE), workers x rounds: {', '.join(f'{w} x {r}' for w, r in plan)}, medians over "
         "rounds; span: first trial start to last trial end; head: call start to first trial "
@@ -227,20 +207,22 @@ def bench_throughput(args: argparse.Namespace, tmp: Path) -> list[Result]:
         + ["what"],
         rows,
     )
-    print_table(
+    sh.print_table(
         "throughput, storage x workers: trials per minute over the trials' span (main figure)",
         ["storage", *(f"{w} worker(s)" for w in counts)],
-        [[kind, *(fmt(med(kind, w, tpm_span), ".0f") for w in counts)] for kind in kinds],
+        [[kind, *(sh.fmt(med(kind, w, tpm_span), ".0f") for w in counts)] for kind in kinds],
     )
     total = sum(c.n_errors for cs in cells.values() for c in cs)
     searches = sum(len(cs) for cs in cells.values())
-    results = [Result("throughput_errors", total, "d", f"0, over {searches} searches", total == 0)]
+    results = [
+        sh.Result("throughput_errors", total, "d", f"0, over {searches} searches", total == 0)
+    ]
     note = "" if not args.quick else f", quick: {n_trials} trials"
     for kind in kinds:
         spans = {w: v for w in counts if not math.isnan(v := med(kind, w, tpm_span))}
         best = max(spans, key=lambda w: spans[w]) if spans else None
         results.append(
-            Result(
+            sh.Result(
                 f"throughput_{kind}_best_trials_per_min",
                 spans[best] if best else None,
                 ".0f",
@@ -250,10 +232,10 @@ def bench_throughput(args: argparse.Namespace, tmp: Path) -> list[Result]:
         )
         if 1 in spans and 2 in spans:
             results.append(
-                Result(f"throughput_{kind}_2w_over_1w", ratio(spans[2], spans[1]), ".2f")
+                sh.Result(f"throughput_{kind}_2w_over_1w", sh.ratio(spans[2], spans[1]), ".2f")
             )
     if "postgresql" not in kinds:
-        results.append(Result("throughput_postgresql", None, "", "skipped", False))
+        results.append(sh.Result("throughput_postgresql", None, "", "skipped", False))
     return results
 
 
@@ -308,15 +290,21 @@ def fill(kind: str, size: int, trainer: Any, tmp: Path, pg_url: str | None) -> F
     url = url_for(kind, tmp / name, pg_url)
     sampler = SamplerClock(make_sampler("tpe", seed=0, spaces=trainer.spaces))
     cfg = make_config(
-        trainer, epochs=EPOCHS, n_trials=size, study_name=name, storage=url,
-        pruner="none", seed=0, sampler=sampler.sampler,
+        trainer,
+        epochs=EPOCHS,
+        n_trials=size,
+        study_name=name,
+        storage=url,
+        pruner="none",
+        seed=0,
+        sampler=sampler.sampler,
     )  # fmt: skip
     probe = optuna.create_study().ask()  # the space's Optuna distributions
     for space in trainer.spaces.values():
         space.suggest(probe)
     n0 = 100 if size % 100 == 0 else size
-    template = finished_trials(probe.distributions, n0, EPOCHS, Path(cfg.runs_dir) / name, size)
-    trials = fill_study(create_study(cfg), url, template, size)
+    template = sh.finished_trials(probe.distributions, n0, EPOCHS, Path(cfg.runs_dir) / name, size)
+    trials = sh.fill_study(create_study(cfg), url, template, size)
     for t in trials:
         trial_dir(cfg, t.number).mkdir(parents=True, exist_ok=True)
     for t in sorted(trials, key=lambda t: t.value)[: cfg.keep_checkpoints]:
@@ -332,7 +320,7 @@ def continue_study(f: Filled, trainer: Any, n: int, log: Path) -> None:
     before = len(f.study.get_trials(deepcopy=False))
     f.clock.total = 0.0
     cfg = dataclasses.replace(f.cfg, n_trials=before + n)
-    with stderr_to(log), torch_threads(1):
+    with sh.stderr_to(log), sh.torch_threads(1):
         run_worker(trainer, cfg)
     new = sorted(
         f.study.get_trials(deepcopy=False)[before:],
@@ -348,7 +336,7 @@ def local_trial(trainer: Any, folder: Path, seed: int) -> float:
     TensorBoard callbacks a trial uses."""
     values = trainer.resolve_params({"optimizer.lr": 0.01})
     started = time.perf_counter()
-    with torch_threads(1):
+    with sh.torch_threads(1):
         run = trainer.build(values, epochs=EPOCHS, seed=seed, with_test=False)
         board = TensorBoardCallback(folder, hparams={"optimizer.lr": 0.01})
         ckpt = CheckpointCallback(folder, every=1, filename="last.pt", durable=False)
@@ -359,7 +347,7 @@ def local_trial(trainer: Any, folder: Path, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def bench_overhead(args: argparse.Namespace, tmp: Path) -> list[Result]:
+def bench_overhead(args: argparse.Namespace, tmp: Path) -> list[sh.Result]:
     """Part ``overhead``: one trial's storage work at 100 vs 2,000 finished trials."""
     rounds, per_round = SIZES["overhead"][bool(args.quick)]
     kinds, pg_url = kinds_and_url(args, ("sqlite", "postgresql"))
@@ -384,37 +372,41 @@ def bench_overhead(args: argparse.Namespace, tmp: Path) -> list[Result]:
                     local += [local_trial(trainer, tmp / "local", i) for i in range(2)]
         finally:
             for f in studies.values():
-                dispose(f.storage)
+                sh.dispose(f.storage)
                 if kind == "postgresql":
-                    delete_study(f.url, f.cfg.study_name)
-        ms = {n: 1e3 * (median(f.cycles) - median(local)) for n, f in studies.items()}
-        tpe = {n: 1e3 * median(f.sampler) for n, f in studies.items()}
+                    sh.delete_study(f.url, f.cfg.study_name)
+        ms = {n: 1e3 * (sh.median(f.cycles) - sh.median(local)) for n, f in studies.items()}
+        tpe = {n: 1e3 * sh.median(f.sampler) for n, f in studies.items()}
         for n, f in studies.items():
             rows.append(
-                [f"{kind}, {n} trials", len(f.cycles), fmt(1e3 * median(f.cycles))]
-                + [fmt(1e3 * median(local)), fmt(ms[n], ".2f"), fmt(tpe[n], ".2f")]
-                + [fmt(ms[n] - tpe[n], ".2f"), fmt(f.built_s)]
+                [f"{kind}, {n} trials", len(f.cycles), sh.fmt(1e3 * sh.median(f.cycles))]
+                + [sh.fmt(1e3 * sh.median(local)), sh.fmt(ms[n], ".2f"), sh.fmt(tpe[n], ".2f")]
+                + [sh.fmt(ms[n] - tpe[n], ".2f"), sh.fmt(f.built_s)]
             )
         r_all, r_storage = (
-            ratio(ms[large], ms[small]),
-            ratio(ms[large] - tpe[large], ms[small] - tpe[small]),
+            sh.ratio(ms[large], ms[small]),
+            sh.ratio(ms[large] - tpe[large], ms[small] - tpe[small]),
         )
         note = "" if not args.quick else f", quick: {rounds * per_round} trials"
         results += [
-            Result(f"overhead_{kind}_ms_at_{small}", ms[small], ".2f"),
-            Result(f"overhead_{kind}_ms_at_{large}", ms[large], ".2f"),
-            Result(
-                f"overhead_{kind}_ratio", r_all, ".2f",
+            sh.Result(f"overhead_{kind}_ms_at_{small}", ms[small], ".2f"),
+            sh.Result(f"overhead_{kind}_ms_at_{large}", ms[large], ".2f"),
+            sh.Result(
+                f"overhead_{kind}_ratio",
+                r_all,
+                ".2f",
                 f"<= {OVERHEAD_RATIO_TARGET}, {large} / {small} trials, incl. TPE{note}",
                 r_all <= OVERHEAD_RATIO_TARGET,
             ),
-            Result(
-                f"overhead_{kind}_ratio_without_sampler", r_storage, ".2f",
+            sh.Result(
+                f"overhead_{kind}_ratio_without_sampler",
+                r_storage,
+                ".2f",
                 f"<= {OVERHEAD_RATIO_TARGET}, {large} / {small} trials, TPE left out{note}",
                 r_storage <= OVERHEAD_RATIO_TARGET,
             ),
         ]  # fmt: skip
-    print_table(
+    sh.print_table(
         f"overhead: a trial's storage work, run_worker continuing each study ({rounds} "
         f"interleaved rounds of {per_round} trials x {EPOCHS} epochs, pruner none, TPE, 1 torch "
         "thread); cycle: median start-to-start of consecutive trials; local: the same "
@@ -425,16 +417,16 @@ def bench_overhead(args: argparse.Namespace, tmp: Path) -> list[Result]:
         rows,
     )
     if "postgresql" not in kinds:
-        results.append(Result("overhead_postgresql", None, "", "skipped", False))
+        results.append(sh.Result("overhead_postgresql", None, "", "skipped", False))
     return results
 
 
 def options(parser: argparse.ArgumentParser) -> None:
     """This benchmark's own options."""
-    default = os.environ.get("HPO_BENCH_PG_URL", DEFAULT_PG_URL)
+    default = os.environ.get("HPO_BENCH_PG_URL", sh.DEFAULT_PG_URL)
     parser.add_argument("--pg-url", default=default, help="PostgreSQL URL, or 'none' to skip it")
 
 
 if __name__ == "__main__":
     parts = {"throughput": bench_throughput, "overhead": bench_overhead}
-    sys.exit(main(__doc__ or "", parts, extra=options))
+    sys.exit(sh.main(__doc__ or "", parts, extra=options))

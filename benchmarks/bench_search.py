@@ -20,7 +20,7 @@ through hpo-trainer's public phases only:
     subprocess against ``plain_optuna_digits.py``, the same search written by hand with
     plain Optuna (two processes of one torch thread).
 ``pruning``
-    ``search()`` of the digits study with the default (median) pruner against
+    ``search()`` of the digits study with the default (sh.median) pruner against
     ``pruner="none"``, same budget and seed, one worker, for several seeds: the best val
     loss, and the epochs the pruned search trained as a share of the unpruned one's.
 
@@ -56,23 +56,7 @@ from hpo_trainer.studyfile import load_trainer_from_file
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _shared import (  # noqa: E402
-    Result,
-    SearchRun,
-    clock,
-    curve,
-    dispose,
-    fill_study,
-    finished_trials,
-    main,
-    median,
-    print_table,
-    ratio,
-    read_trials,
-    summarise,
-    timed_search,
-    torch_threads,
-)
+import _shared as sh  # noqa: E402
 from synthetic_study import pay_one_off_costs  # noqa: E402
 
 REPO = HERE.parent
@@ -130,16 +114,16 @@ def time_trial(study: optuna.Study, values: dict[int, float], fast: bool) -> tup
     return reporting / len(values) * 1e3, pruning / len(values) * 1e3
 
 
-def bench_storage(args: argparse.Namespace, tmp: Path) -> list[Result]:
+def bench_storage(args: argparse.Namespace, tmp: Path) -> list[sh.Result]:
     """Part ``storage``: ms per reported epoch, hpo-trainer's set-up vs Optuna's default."""
     n_trials, epochs, timed = 1000, 20, size(args, "storage_timed")
-    with clock() as built:
+    with sh.clock() as built:
         url = f"sqlite:///{tmp / 'base.db'}"
         storage = optuna.storages.RDBStorage(url)
         study = optuna.create_study(study_name="bench", storage=storage)
         study.set_user_attr("hpo:epochs", epochs)
-        fill_study(study, url, finished_trials(DISTS, 50, epochs, tmp), n_trials)
-        dispose(storage)
+        sh.fill_study(study, url, sh.finished_trials(DISTS, 50, epochs, tmp), n_trials)
+        sh.dispose(storage)
     for copy in "ab":
         shutil.copy(tmp / "base.db", tmp / f"{copy}.db")
     studies = {
@@ -156,24 +140,28 @@ def bench_storage(args: argparse.Namespace, tmp: Path) -> list[Result]:
     }
     rng = random.Random(1)
     for key, s in studies.items():  # untimed: fills Optuna's trial cache and SQL caches
-        time_trial(s, curve(rng, epochs), fast=key == "A")
+        time_trial(s, sh.curve(rng, epochs), fast=key == "A")
     times: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
     for i in range(max(1, timed // epochs)):
-        values = curve(rng, epochs)
+        values = sh.curve(rng, epochs)
         for key in "AB" if i % 2 == 0 else "BA":
             times[key].append(time_trial(studies[key], values, fast=key == "A"))
     total = {k: [r + p for r, p in ts] for k, ts in times.items()}
-    a, b = median(total["A"]), median(total["B"])
+    a, b = sh.median(total["A"]), sh.median(total["B"])
     labels = {
         "A": "(A) hpo-trainer: open_storage + make_pruner + FastReporter",
         "B": "(B) Optuna default: URL string + MedianPruner()",
     }
     rows = [
-        [labels[k], f"{median(total[k]):.2f}", f"{median(r for r, _ in times[k]):.2f}"]
-        + [f"{median(p for _, p in times[k]):.2f}", f"{min(total[k]):.2f}", f"{max(total[k]):.2f}"]
+        [labels[k], f"{sh.median(total[k]):.2f}", f"{sh.median(r for r, _ in times[k]):.2f}"]
+        + [
+            f"{sh.median(p for _, p in times[k]):.2f}",
+            f"{min(total[k]):.2f}",
+            f"{max(total[k]):.2f}",
+        ]
         for k in "AB"
     ]
-    print_table(
+    sh.print_table(
         f"storage: ms per reported epoch (report + should_prune), SQLite, {n_trials} finished "
         f"trials x {epochs} epochs in the study (built in {built.wall:.1f} s), "
         f"{len(times['A'])} timed trials per variant, interleaved; a sample is one trial's mean",
@@ -181,32 +169,32 @@ def bench_storage(args: argparse.Namespace, tmp: Path) -> list[Result]:
         rows,
     )
     return [
-        Result(
+        sh.Result(
             "storage_ms_per_epoch_hpo",
             a,
             ".2f",
             f"<= {STORAGE_TARGET_MS} ms",
             a <= STORAGE_TARGET_MS,
         ),
-        Result("storage_ms_per_epoch_optuna_default", b, ".2f"),
-        Result("storage_ratio_hpo_over_default", ratio(a, b), ".2f"),
+        sh.Result("storage_ms_per_epoch_optuna_default", b, ".2f"),
+        sh.Result("storage_ratio_hpo_over_default", sh.ratio(a, b), ".2f"),
     ]
 
 
 # -- workers --------------------------------------------------------------------------------
 
 
-def bench_workers(args: argparse.Namespace, tmp: Path) -> list[Result]:
+def bench_workers(args: argparse.Namespace, tmp: Path) -> list[sh.Result]:
     """Part ``workers``: trials per minute with 2 workers vs 1, compute-bound, no pruning."""
     n_trials, epochs, rounds = size(args, "workers")
     pay_one_off_costs()  # this process's; a spawned worker pays its own
-    runs: dict[int, list[SearchRun]] = {1: [], 2: []}
+    runs: dict[int, list[sh.SearchRun]] = {1: [], 2: []}
     for rnd in range(rounds):
         for n in (1, 2) if rnd % 2 == 0 else (2, 1):
             folder = tmp / f"w{n}-r{rnd}"
             trainer = load_trainer_from_file(STUDY, size="wide", runs_dir=str(folder), quiet=True)
-            with torch_threads(1) if n == 1 else contextlib.nullcontext():
-                run, _ = timed_search(
+            with sh.torch_threads(1) if n == 1 else contextlib.nullcontext():
+                run, _ = sh.timed_search(
                     trainer, tmp / "workers.log", epochs=epochs, n_trials=n_trials,
                     n_workers=n, storage=f"sqlite:///{folder / 'study.db'}", seed=0,
                     pruner="none",
@@ -220,7 +208,7 @@ def bench_workers(args: argparse.Namespace, tmp: Path) -> list[Result]:
         for n, rs in runs.items()
         for i, r in enumerate(rs)
     ]
-    print_table(
+    sh.print_table(
         f"workers: {n_trials} trials x {epochs} epochs, pruner none, an MLP 64-384-384-10 on "
         f"3,072 synthetic examples, {rounds} interleaved round(s); span: first trial start to "
         "last trial end; head: call start to first trial start; tail: last trial end to call "
@@ -239,12 +227,12 @@ def bench_workers(args: argparse.Namespace, tmp: Path) -> list[Result]:
     wall, span = fastest(lambda r: r.wall), fastest(lambda r: r.span)
     trial = fastest(lambda r: r.median_trial)
     figures = {
-        "workers_speedup": (ratio(wall[1], wall[2]), "wall time incl. process start-up"),
-        "workers_speedup_span": (ratio(span[1], span[2]), "first trial start to last end"),
-        "workers_speedup_steady": (ratio(2 * trial[1], trial[2]), "from median trial times"),
+        "workers_speedup": (sh.ratio(wall[1], wall[2]), "wall time incl. process start-up"),
+        "workers_speedup_span": (sh.ratio(span[1], span[2]), "first trial start to last end"),
+        "workers_speedup_steady": (sh.ratio(2 * trial[1], trial[2]), "from median trial times"),
     }
     return [
-        Result(name, v, ".2f", f">= {WORKERS_TARGET}, {what}", v >= WORKERS_TARGET)
+        sh.Result(name, v, ".2f", f">= {WORKERS_TARGET}, {what}", v >= WORKERS_TARGET)
         for name, (v, what) in figures.items()
     ]
 
@@ -259,11 +247,11 @@ def hpo_trainer_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "hpo_trainer.cli"]
 
 
-def bench_cli(args: argparse.Namespace, tmp: Path) -> list[Result]:
+def bench_cli(args: argparse.Namespace, tmp: Path) -> list[sh.Result]:
     """Part ``cli``: the whole ``hpo-trainer search`` command vs a plain-Optuna script."""
     n_trials, rounds = size(args, "cli")
     log = tmp / "cli.log"
-    runs: dict[str, list[SearchRun]] = {"hpo": [], "plain": []}
+    runs: dict[str, list[sh.SearchRun]] = {"hpo": [], "plain": []}
     for rnd in range(rounds):
         for kind in ("hpo", "plain") if rnd % 2 == 0 else ("plain", "hpo"):
             folder = tmp / f"{kind}-r{rnd}"
@@ -277,20 +265,20 @@ def bench_cli(args: argparse.Namespace, tmp: Path) -> list[Result]:
                 url, name = f"sqlite:///{folder / 'plain.db'}", "plain"
                 cmd = [sys.executable, str(HERE / "plain_optuna_digits.py"), "main", url, name]
                 cmd += [str(n_trials), "2", "20", str(DIGITS)]
-            with open(log, "ab") as out, clock() as c:
+            with open(log, "ab") as out, sh.clock() as c:
                 code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
             if code.returncode != 0:
                 raise RuntimeError(
                     f"{kind} exited with {code.returncode}:\n{log.read_text()[-3000:]}"
                 )
-            runs[kind].append(summarise(read_trials(url, name), c, 2))
+            runs[kind].append(sh.summarise(sh.read_trials(url, name), c, 2))
     rows = [
         [f"{label}, round {i + 1}", r.trials, r.epochs, f"{r.wall:.2f}", f"{r.head:.2f}"]
         + [f"{r.tail:.2f}", f"{r.ms_per_epoch:.1f}", f"{r.best:.4f}"]
         for kind, label in (("hpo", "hpo-trainer search"), ("plain", "plain Optuna script"))
         for i, r in enumerate(runs[kind])
     ]
-    print_table(
+    sh.print_table(
         f"cli: {n_trials} trials x 20 epochs of studies/digits_mlp.py, 2 worker processes, "
         f"median pruning, {rounds} interleaved round(s); wall: the whole command; head: "
         "process start to first trial start; tail: last trial end to exit; ms/epoch: inside "
@@ -301,35 +289,35 @@ def bench_cli(args: argparse.Namespace, tmp: Path) -> list[Result]:
     hpo, base = (min(r.wall for r in runs[k]) for k in ("hpo", "plain"))
     note = "" if n_trials == 40 else f", quick: {n_trials} trials, not 40"
     return [
-        Result(
+        sh.Result(
             "cli_search_seconds", hpo, ".2f", f"<= {CLI_TARGET_S} s{note}", hpo <= CLI_TARGET_S
         ),
-        Result("cli_plain_optuna_seconds", base, ".2f"),
-        Result("cli_ratio_hpo_over_plain", ratio(hpo, base), ".2f"),
+        sh.Result("cli_plain_optuna_seconds", base, ".2f"),
+        sh.Result("cli_ratio_hpo_over_plain", sh.ratio(hpo, base), ".2f"),
     ]
 
 
 # -- pruning --------------------------------------------------------------------------------
 
 
-def bench_pruning(args: argparse.Namespace, tmp: Path) -> list[Result]:
+def bench_pruning(args: argparse.Namespace, tmp: Path) -> list[sh.Result]:
     """Part ``pruning``: median-pruned vs unpruned search of the digits study."""
     n_trials, seeds = size(args, "pruning")
     rows, diffs, fractions = [], [], []
     for seed in seeds:
-        got: dict[str, SearchRun] = {}
+        got: dict[str, sh.SearchRun] = {}
         for pruner in ("median", "none") if seed % 2 == 0 else ("none", "median"):
             folder = tmp / f"{pruner}-s{seed}"
             trainer = load_trainer_from_file(DIGITS, runs_dir=str(folder), quiet=True)
-            options = {} if pruner == "median" else {"pruner": "none"}  # median: the default
-            with torch_threads(1):
-                got[pruner], _ = timed_search(
+            options = {} if pruner == "median" else {"pruner": "none"}  # sh.median: the default
+            with sh.torch_threads(1):
+                got[pruner], _ = sh.timed_search(
                     trainer, tmp / "pruning.log", epochs=20, n_trials=n_trials, seed=seed,
                     storage=f"sqlite:///{folder / 'study.db'}", **options,
                 )  # fmt: skip
         pruned, full = got["median"], got["none"]
         diffs.append(pruned.best / full.best - 1)
-        fractions.append(ratio(pruned.epochs, full.epochs))
+        fractions.append(sh.ratio(pruned.epochs, full.epochs))
         same = sum(a == b for a, b in zip(pruned.params, full.params))
         rows.append(
             [seed, f"{same}/{n_trials}", f"{pruned.best:.4f}", f"{full.best:.4f}"]
@@ -343,7 +331,7 @@ def bench_pruning(args: argparse.Namespace, tmp: Path) -> list[Result]:
         )
     diff, frac = sum(diffs) / len(diffs), sum(fractions) / len(fractions)
     rows.append(["mean", "", "", "", f"{100 * diff:+.2f}%", "", "", f"{100 * frac:.1f}%", "", ""])
-    print_table(
+    sh.print_table(
         f"pruning: digits study, {n_trials} trials x 20 epochs, 1 worker (1 torch thread), "
         "default median pruner vs pruner='none', same seed; same params: trials whose "
         "sampled parameters are equal in both searches",
@@ -352,14 +340,14 @@ def bench_pruning(args: argparse.Namespace, tmp: Path) -> list[Result]:
         rows,
     )
     return [
-        Result(
+        sh.Result(
             "pruning_best_loss_rel_diff",
             100 * diff,
             "+.2f",
             f"<= +{100 * PRUNE_LOSS_TARGET:.0f}%, mean of {len(diffs)} seed(s), in %",
             diff <= PRUNE_LOSS_TARGET,
         ),
-        Result(
+        sh.Result(
             "pruning_epoch_fraction",
             100 * frac,
             ".1f",
@@ -371,4 +359,4 @@ def bench_pruning(args: argparse.Namespace, tmp: Path) -> list[Result]:
 
 if __name__ == "__main__":
     parts = {"storage": bench_storage, "workers": bench_workers, "cli": bench_cli}
-    sys.exit(main(__doc__ or "", {**parts, "pruning": bench_pruning}))
+    sys.exit(sh.main(__doc__ or "", {**parts, "pruning": bench_pruning}))
