@@ -123,3 +123,12 @@ def test_a_reused_early_stopping_starts_over_on_a_fresh_run(make_trainer):
 def test_early_stopping_arguments_are_checked(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         EarlyStopping(**kwargs)
+
+
+def test_a_callback_state_that_a_safe_load_would_refuse_is_named():
+    class Keeps(Callback):
+        def state_dict(self):
+            return {"seen": [1, {"when": object()}]}
+
+    with pytest.raises(ConfigError, match=r"Keeps:0's state.*\['seen'\]\[1\]\['when'\]"):
+        callback_states([Keeps()])

@@ -9,8 +9,12 @@ callbacks of that class (``EarlyStopping:0``), so each goes back to the callback
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from hpo_trainer.errors import ConfigError
 
 if TYPE_CHECKING:
     from hpo_trainer.train.state import FitState
@@ -74,9 +78,40 @@ def _keyed(callbacks: Sequence[Callback]) -> dict[str, Callback]:
     return keyed
 
 
+def _not_plain(value: Any, where: str) -> str | None:
+    """Return where ``value`` holds something a safe checkpoint load refuses, or ``None``."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return None
+    if isinstance(value, (list, tuple)):
+        items: Iterable[tuple[Any, Any]] = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return f"{where}: {type(value).__module__}.{type(value).__qualname__}"
+    for key, item in items:
+        found = _not_plain(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 def callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
-    """Return the non-empty states of ``callbacks``, keyed as described in the module."""
+    """Return the non-empty states of ``callbacks``, keyed as described in the module.
+
+    Raises:
+        ConfigError: If a state holds anything but numbers, strings, lists, dicts and
+            tensors (a checkpoint holding it could not be loaded safely).
+
+    """
     states = {key: cb.state_dict() for key, cb in _keyed(callbacks).items()}
+    for key, state in states.items():
+        found = _not_plain(state, "state_dict()")
+        if found is not None:
+            raise ConfigError(
+                f"callback {key}'s state must hold only numbers, strings, None, lists, dicts "
+                f"and tensors (checkpoints load with weights_only=True), but {found} is not; "
+                "convert it, e.g. with float(...) or .tolist()"
+            )
     return {key: state for key, state in states.items() if state}
 
 
