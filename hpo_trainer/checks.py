@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from hpo_trainer.errors import ConfigError, DataError, HpoTrainerError, did_you_mean, raise_all
-from hpo_trainer.params import group_params as group_params  # its old home; kept importable
 from hpo_trainer.space import CLASS, Hyperparameters
 from hpo_trainer.space.dimensions import CategoricalDim
 from hpo_trainer.train import data
