@@ -11,8 +11,8 @@ from typing import Any
 
 import optuna
 
-from hpo_trainer.params import group_params
 from hpo_trainer.errors import ConfigError
+from hpo_trainer.params import group_params
 from hpo_trainer.search import facts
 from hpo_trainer.search.storage import mask_url
 
