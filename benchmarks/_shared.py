@@ -1,10 +1,10 @@
-"""What the benchmarks share: the command line, timing, summaries of searches, studies filled
-with finished trials, tables and ``RESULT`` lines. One copy of each; the benchmarks measure
-hpo-trainer only through its public phases."""
+"""What the benchmarks share: the command line, interleaved timing, summaries of searches,
+studies filled with finished trials, tables and ``RESULT`` lines."""
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import gc
@@ -19,36 +19,35 @@ import textwrap
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+from hpo_trainer.search import search
+from hpo_trainer.search.storage import open_storage
+from hpo_trainer.studyfile import load_trainer_from_file
+
+K = TypeVar("K")
+T = TypeVar("T")
+SPANS = (
+    "span: first trial start to last trial end; head: call start to first trial start; tail: "
+    "last trial end to call end"
+)
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+Part = Callable[[argparse.Namespace, Path], list[str]]
 
 
-# -- numbers, tables and RESULT lines -------------------------------------------------------
-
-
-@dataclass
-class Result:
+def result(
+    name: str, value: float | None, spec: str, target: str = "none, for reference", ok: bool = True
+) -> str:
     """One ``RESULT name=value (target ...) PASS/FAIL`` line; ``value=None`` prints error."""
-
-    name: str
-    value: float | None
-    fmt: str
-    target: str = "none, for reference"
-    ok: bool = True
-
-    def line(self) -> str:
-        """Return the RESULT line."""
-        shown = "error" if self.value is None else format(self.value, self.fmt)
-        return f"RESULT {self.name}={shown} (target {self.target}) {'PASS' if self.ok else 'FAIL'}"
+    shown = "error" if value is None else format(value, spec)
+    return f"RESULT {name}={shown} (target {target}) {'PASS' if ok else 'FAIL'}"
 
 
 def ratio(a: float, b: float) -> float:
@@ -56,9 +55,9 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
 
 
-def median(values: Sequence[float] | Iterator[float]) -> float:
-    """The median, NaN of nothing."""
-    values = list(values)
+def median(values: Iterable[float]) -> float:
+    """The median of the values that are not NaN; NaN of nothing."""
+    values = [v for v in values if not math.isnan(v)]
     return statistics.median(values) if values else math.nan
 
 
@@ -79,47 +78,21 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
             print("  " + "  ".join("-" * w for w in widths))
 
 
-# -- timing ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Clock:
-    """The wall seconds of a block and the local times it began and ended (Optuna stamps
-    trials with the naive local ``datetime.now()``)."""
-
-    began: datetime.datetime = field(default_factory=datetime.datetime.now)
-    ended: datetime.datetime | None = None
-    wall: float = math.nan
-
-
-@contextlib.contextmanager
-def clock() -> Iterator[Clock]:
-    """Time the block."""
-    c = Clock()
-    started = time.perf_counter()
-    try:
-        yield c
-    finally:
-        c.wall = time.perf_counter() - started
-        c.ended = datetime.datetime.now()
-
-
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Time each variant ``repeats`` times, rotating their order every round.
-
-    Every variant runs once untimed first (imports, allocator and thread-pool warm-up).
-    """
-    for fn in variants.values():
+def interleave(
+    variants: dict[K, Callable[[], T]], rounds: int | dict[K, int], warm_up: bool = False
+) -> dict[K, list[T]]:
+    """Call each variant once a round (``rounds``, or a number each; with ``warm_up`` once more
+    first, unrecorded), rotating their order so that a busy machine slows them alike."""
+    due = rounds if isinstance(rounds, dict) else dict.fromkeys(variants, rounds)
+    for fn in variants.values() if warm_up else ():
         fn()
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
+    out: dict[K, list[T]] = {name: [] for name in variants}
+    for r in range(max(due.values())):
+        names = [name for name in variants if due[name] > r]
         for name in names[r % len(names) :] + names[: r % len(names)]:
             gc.collect()
-            started = time.perf_counter()
-            variants[name]()
-            times[name].append(time.perf_counter() - started)
-    return times
+            out[name].append(variants[name]())
+    return out
 
 
 @contextlib.contextmanager
@@ -139,83 +112,93 @@ def stderr_to(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: as they are)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# -- what a search did, read from its trials ------------------------------------------------
+    torch.set_num_threads(n or before)
+    yield
+    torch.set_num_threads(before)
 
 
 @dataclass
 class SearchRun:
-    """A finished search as its trials' time stamps tell it.
+    """A finished search as its trials' time stamps tell it (seconds). Steady trials leave
+    out each process's first: it pays one-off costs (its first optimizer imports dynamo)."""
 
-    ``steady`` leaves out the first trial of each of ``procs`` processes: it also pays
-    one-off costs (the first optimizer of a process imports ``torch._dynamo``, ~1 s).
-    """
-
-    wall: float = math.nan  # the whole call
-    span: float = math.nan  # first trial start to last trial end
-    head: float = math.nan  # call start to first trial start
-    tail: float = math.nan  # last trial end to call end
-    trials: int = 0  # finished (complete or pruned)
-    failed: int = 0
-    left: int = 0  # RUNNING or WAITING
-    epochs: int = 0
-    steady: list[float] = field(default_factory=list)  # seconds per steady trial
-    steady_epochs: int = 0
-    best: float = math.nan
-    params: list[dict[str, Any]] = field(default_factory=list)  # by trial number
-    per_worker: dict[Any, int] = field(default_factory=dict)
-
-    @property
-    def median_trial(self) -> float:
-        """Seconds of the median steady trial."""
-        return median(self.steady)
-
-    @property
-    def ms_per_epoch(self) -> float:
-        """Milliseconds inside steady trials per epoch they trained."""
-        return ratio(1e3 * sum(self.steady), self.steady_epochs)
+    wall: float  # the whole call
+    head: float  # call start to first trial start
+    span: float  # first trial start to last trial end
+    tail: float  # last trial end to call end
+    trials: int  # finished (complete or pruned)
+    failed: int
+    left: int  # RUNNING or WAITING
+    epochs: int
+    median_trial: float  # of the steady trials
+    ms_per_epoch: float  # inside steady trials, per epoch they trained
+    best: float
+    params: list[dict[str, Any]]  # by trial number
+    per_worker: dict[Any, int]  # finished trials by the worker's user attribute
 
 
-def summarise(trials: Sequence[FrozenTrial], c: Clock, procs: int) -> SearchRun:
-    """Summarise the trials of a search timed by ``c`` that ran in ``procs`` processes."""
-    done = sorted(
-        (t for t in trials if t.state in DONE and t.datetime_start and t.datetime_complete),
-        key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
-    )
-    run = SearchRun(wall=c.wall, trials=len(done))
-    run.failed = sum(t.state == TrialState.FAIL for t in trials)
-    run.left = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    if done:
-        first, last = done[0].datetime_start, max(t.datetime_complete for t in done)
-        run.span = (last - first).total_seconds()  # type: ignore[operator]
-        run.head = (first - c.began).total_seconds()  # type: ignore[operator]
-        run.tail = (c.ended - last).total_seconds() if c.ended else math.nan
-    run.epochs = sum(len(t.intermediate_values) for t in done)
-    run.steady = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done[procs:]]  # type: ignore[operator]
-    run.steady_epochs = sum(len(t.intermediate_values) for t in done[procs:])
+def summarise(
+    trials: Sequence[FrozenTrial], began: datetime.datetime, wall: float, procs: int
+) -> SearchRun:
+    """Summarise the trials of a search begun at ``began`` (Optuna's naive local time) that
+    took ``wall`` seconds in ``procs`` processes."""
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    done.sort(key=lambda t: t.datetime_start)  # type: ignore[arg-type,return-value]
+    steady = done[procs:]
+    secs = [(t.datetime_complete - t.datetime_start).total_seconds() for t in steady]  # type: ignore[operator]
     values = [t.value for t in done if t.state == TrialState.COMPLETE and t.value is not None]
-    run.best = min(values) if values else math.nan
-    run.params = [t.params for t in sorted(done, key=lambda t: t.number)]
-    for t in done:
-        run.per_worker[t.user_attrs.get("worker")] = (
-            run.per_worker.get(t.user_attrs.get("worker"), 0) + 1
-        )
-    return run
+    first = done[0].datetime_start if done else None
+    last = max((t.datetime_complete for t in done), default=None)  # type: ignore[type-var]
+
+    def between(a: datetime.datetime | None, b: datetime.datetime | None) -> float:
+        return (b - a).total_seconds() if a and b else math.nan
+
+    return SearchRun(
+        wall=wall,
+        head=between(began, first),
+        span=between(first, last),
+        tail=between(last, began + datetime.timedelta(seconds=wall)),
+        trials=len(done),
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+        left=sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials),
+        epochs=sum(len(t.intermediate_values) for t in done),
+        median_trial=median(secs),
+        ms_per_epoch=ratio(1e3 * sum(secs), sum(len(t.intermediate_values) for t in steady)),
+        best=min(values, default=math.nan),
+        params=[t.params for t in sorted(done, key=lambda t: t.number)],
+        per_worker=dict(collections.Counter(t.user_attrs.get("worker") for t in done)),
+    )
+
+
+def timed_search(
+    study_file: Path, log: Path, threads: int | None, file_args: dict[str, Any], **options: Any
+) -> tuple[SearchRun, Any]:
+    """Run ``search`` on ``study_file`` in a new folder beside ``log`` (SQLite unless given a
+    ``storage``), workers' stderr to ``log``; return it as its trials tell it, and the outcome."""
+    folder = Path(tempfile.mkdtemp(dir=log.parent))
+    trainer = load_trainer_from_file(study_file, runs_dir=str(folder), quiet=True, **file_args)
+    options.setdefault("storage", f"sqlite:///{folder / 'study.db'}")
+    began, started = datetime.datetime.now(), time.perf_counter()
+    with stderr_to(log), torch_threads(threads):
+        outcome = search(trainer, **options)
+    wall = time.perf_counter() - started
+    if outcome.problem:
+        print(f"  warning: {outcome.problem}")
+    trials = outcome.study.get_trials(deepcopy=False)
+    return summarise(trials, began, wall, outcome.config.n_workers), outcome
+
+
+def dispose(storage: Any) -> None:
+    """Release a storage's database connections, if it has any."""
+    if getattr(storage, "engine", None) is not None:
+        storage.engine.dispose()
 
 
 def read_trials(url: str, name: str) -> list[FrozenTrial]:
-    """Every trial of study ``name`` at ``url``, read through hpo-trainer's ``open_storage``."""
-    from hpo_trainer.search.storage import open_storage
-
+    """Every trial of study ``name`` at ``url``."""
     storage = open_storage(url, heartbeat_interval=None)
     try:
         return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
@@ -223,14 +206,12 @@ def read_trials(url: str, name: str) -> list[FrozenTrial]:
         dispose(storage)
 
 
-def dispose(storage: Any) -> None:
-    """Release a storage's database connections, if it has any."""
-    engine = getattr(storage, "engine", None)
-    if engine is not None:
-        engine.dispose()
-
-
-# -- studies filled with finished trials ----------------------------------------------------
+def delete_study(url: str, name: str) -> None:
+    """Delete study ``name`` (best effort: the names are unique anyway)."""
+    storage = open_storage(url, heartbeat_interval=None)
+    with contextlib.suppress(Exception):
+        optuna.delete_study(study_name=name, storage=storage)
+    dispose(storage)
 
 
 def curve(rng: random.Random, epochs: int) -> dict[int, float]:
@@ -245,47 +226,25 @@ def curve(rng: random.Random, epochs: int) -> dict[int, float]:
 def finished_trials(
     dists: dict[str, Any], n: int, epochs: int, folder: Path, seed: int = 0
 ) -> list[FrozenTrial]:
-    """``n`` finished trials as a search leaves them: params of ``dists``, hpo-trainer's
-    user attributes, a curve of ``epochs`` values and its best as the value."""
+    """``n`` finished trials as a search leaves them: random params of ``dists``,
+    hpo-trainer's user attributes, a curve of ``epochs`` values and its best as the value."""
     rng = random.Random(seed)
+    asker = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed))
     trials = []
     for i in range(n):
-        params: dict[str, Any] = {}
-        for name, d in dists.items():
-            if isinstance(d, optuna.distributions.CategoricalDistribution):
-                params[name] = rng.choice(d.choices)
-            elif getattr(d, "log", False):
-                params[name] = math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
-            else:
-                params[name] = rng.uniform(d.low, d.high)
         values = curve(rng, epochs)
-        best = min(values, key=lambda s: values[s])
+        best = min(values, key=values.__getitem__)
         attrs = {"worker": i % 4, "host": platform.node(), "device": "cpu", "best_epoch": best}
         attrs |= {"epochs": epochs, "wall_time": round(rng.uniform(0.05, 0.2), 3)}
         attrs["checkpoint"] = str(folder / f"trial-{i}" / "last.pt")
-        trials.append(
-            optuna.trial.create_trial(
-                params=params,
-                distributions=dists,
-                value=values[best],
-                intermediate_values=values,
-                user_attrs=attrs,
-            )
-        )
+        kw = {"distributions": dists, "intermediate_values": values, "user_attrs": attrs}
+        trials.append(create_trial(params=asker.ask(dists).params, value=values[best], **kw))
     return trials
 
 
-def fill_study(
-    study: optuna.Study, url: str, template: list[FrozenTrial], total: int
-) -> list[FrozenTrial]:
-    """Add ``template`` to ``study`` and copy it in SQL until the study holds ``total``
-    finished trials (``add_trials`` costs ~10 ms a trial through the ORM); then check the
-    result through Optuna and return the trials.
-
-    Every table with a ``trial_id`` column comes along; primary keys are left to the
-    database, and the copies' numbers continue after the existing ones (SQLite and
-    PostgreSQL alike).
-    """
+def fill_study(study: optuna.Study, url: str, template: list[FrozenTrial], total: int) -> None:
+    """Add ``template`` to ``study`` and copy it in SQL (``add_trials`` costs ~10 ms a trial),
+    with every table that has a ``trial_id``, until the study holds ``total`` trials."""
     import sqlalchemy as sa
 
     study.add_trials(template)
@@ -327,117 +286,40 @@ def fill_study(
                     conn.execute(sa.text(statement), {"shift": k * n0, "sid": sid, "n0": n0})
     finally:
         engine.dispose()
-    trials = read_trials(url, name)
-    epochs = len(template[0].intermediate_values)
-    if not (
-        len(trials) == total == len({t.number for t in trials})
-        and all(t.state == TrialState.COMPLETE and t.params for t in trials)
-        and all(len(t.intermediate_values) == epochs for t in trials)
-    ):
+    if len(study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])) != total:
         raise RuntimeError(f"the filled study {name!r} at {url} is not as intended")
-    return trials
 
 
-# -- PostgreSQL -----------------------------------------------------------------------------
-
-
-def pg_problem(url: str | None) -> str | None:
-    """Why PostgreSQL at ``url`` cannot be used, or ``None`` if it can."""
-    if url is None:
-        return "--pg-url none"
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:  # any driver or connection problem: skip PostgreSQL
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
-
-
-def delete_study(url: str, name: str) -> None:
-    """Delete study ``name`` from a server (best effort: warn, do not raise)."""
-    from hpo_trainer.search.storage import open_storage
-
-    storage = open_storage(url, heartbeat_interval=None)
-    try:
-        optuna.delete_study(study_name=name, storage=storage)
-    except KeyError:
-        pass  # never created
-    except Exception as exc:  # the name is unique anyway
-        print(f"  warning: could not delete study {name!r}: {exc}")
-    finally:
-        dispose(storage)
-
-
-# -- the command line -----------------------------------------------------------------------
-
-Part = Callable[[argparse.Namespace, Path], list[Result]]
-
-
-def main(
-    doc: str,
-    parts: dict[str, Part],
-    argv: Sequence[str] | None = None,
-    extra: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> int:
-    """Parse ``--quick``, ``--only PART`` (and ``extra`` options), run the parts, each in a
-    scratch folder, and print the RESULT lines at the end; always return 0.
-
-    A part that raises becomes a failed RESULT; the other parts still run.
-    """
+def main(doc: str, parts: dict[str, Part], pg: bool = False) -> int:
+    """Parse the options, run the parts in scratch folders, print their RESULT lines last."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument(
-        "--only", action="append", choices=list(parts), metavar="PART",
-        help=f"run only this part (repeatable): {', '.join(parts)}",
-    )  # fmt: skip
-    if extra is not None:
-        extra(parser)
-    args = parser.parse_args(argv)
+    parser.add_argument("--only", action="append", choices=list(parts), metavar="PART")
+    if pg:
+        url = os.environ.get("HPO_BENCH_PG_URL", PG_URL)
+        parser.add_argument("--pg-url", default=url, help="PostgreSQL URL, or 'none' to skip it")
+    args = parser.parse_args()
+    if pg and args.pg_url.lower() == "none":
+        args.pg_url = None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    title = Path(sys.argv[0]).stem
-    names = list(dict.fromkeys(args.only or parts))
+    title, names = Path(sys.argv[0]).stem, list(dict.fromkeys(args.only or parts))
     print(f"{title} ({'quick' if args.quick else 'full'}): {', '.join(names)}")
-    print(
-        f"  python {platform.python_version()}, torch {torch.__version__}, optuna "
-        f"{optuna.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
-    )
-    results: list[Result] = []
+    versions = f"torch {torch.__version__}, optuna {optuna.__version__}"
+    print(f"  {versions}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    results: list[str] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"{title}_") as tmp:
         for name in names:
             t0 = time.perf_counter()
-            folder = Path(tmp) / name
-            folder.mkdir()
+            (Path(tmp) / name).mkdir()
             try:
-                results += parts[name](args, folder)
+                results += parts[name](args, Path(tmp) / name)
             except Exception:
                 traceback.print_exc()
-                results.append(Result(name, None, "", "runs without an error", False))
+                results.append(result(name, None, "", "runs without an error", False))
             took, load = time.perf_counter() - t0, os.getloadavg()[0]
             print(f"  [{name}: {took:.1f} s, load average {load:.2f}]", flush=True)
     print(f"\n{title} done in {time.perf_counter() - started:.1f} s")
-    for result in results:
-        print(result.line())
+    print("\n".join(results))
     return 0
-
-
-def timed_search(task: Any, log: Path, **options: Any) -> tuple[SearchRun, Any]:
-    """Run hpo-trainer's ``search(task, **options)`` timed, the workers' stderr to ``log``.
-
-    Returns:
-        The search as its trials tell it, and the ``SearchOutcome``.
-
-    """
-    from hpo_trainer.search import search
-
-    with stderr_to(log), clock() as c:
-        outcome = search(task, **options)
-    if outcome.problem:
-        print(f"  warning: {outcome.problem}")
-    trials = outcome.study.get_trials(deepcopy=False)
-    return summarise(trials, c, outcome.config.n_workers), outcome

@@ -1,15 +1,10 @@
-"""The digits search written by hand with plain Optuna: the baseline of ``bench_search.py
---only cli`` for ``hpo-trainer search studies/digits_mlp.py``.
-
-The same MLP, SGD with momentum 0.9 and ``StepLR(10, gamma=0.5)``, lr log-uniform
-1e-5..1e-1, hidden size in 16/32/64/128, batches of 64, the study file's digits split, the
-val loss reported every epoch, ``MedianPruner()``, a storage URL, and N worker processes of
-one torch thread each running ``study.optimize``.
+"""``hpo-trainer search studies/digits_mlp.py`` written by hand with plain Optuna (the same
+model, optimizer, scheduler, space, split, pruner and storage), the baseline of ``bench_search``.
 
 Usage: plain_optuna_digits.py main URL STUDY N_TRIALS N_PROCS EPOCHS DIGITS_FILE
 """
 
-import importlib.util
+import runpy
 import subprocess
 import sys
 
@@ -20,14 +15,6 @@ from torch import nn
 MODE, URL, STUDY = sys.argv[1:4]
 N_TRIALS, N_PROCS, EPOCHS = (int(a) for a in sys.argv[4:7])
 DIGITS = sys.argv[7]
-
-
-def load_split() -> dict:
-    """The study file's digits split."""
-    spec = importlib.util.spec_from_file_location("digits_mlp", DIGITS)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.load_digits_split()
 
 
 def objective(trial: optuna.Trial, splits: dict) -> float:
@@ -64,7 +51,7 @@ def worker(index: int) -> None:
     """Run this process's share of the trials."""
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    splits = load_split()
+    splits = runpy.run_path(DIGITS)["load_digits_split"]()  # the study file's split
     study = optuna.load_study(
         study_name=STUDY,
         storage=URL,

@@ -1,12 +1,6 @@
-"""The benchmarks' study file: an MLP on synthetic data in memory, only ``lr`` searched, so
-that every trial costs about the same whatever its parameters.
-
-``size="wide"`` (64-384-384-10 on 3,072 examples) makes compute-bound trials for the
-worker-scaling figure of ``bench_search.py``; ``size="tiny"`` (16-32-4 on 512 examples,
-~1-2 ms an epoch) makes trials so small that the storage and the worker loop dominate, for
-``bench_scaleout.py``. With ``barrier``, a spawned worker pays its one-off costs and then
-waits until ``parties`` workers have checked in, so that the trials' span measures them
-running together.
+"""The benchmarks' study file: an MLP on synthetic data, only ``lr`` searched, so trials cost
+alike; ``wide``: compute-bound trials, ``tiny``: storage and the worker loop dominate. With
+``barrier``, a spawned worker pays its one-off costs, then waits for ``parties`` workers.
 """
 
 from __future__ import annotations
@@ -51,21 +45,8 @@ def pay_one_off_costs() -> None:
     SGD(nn.Linear(2, 2).parameters(), lr=0.1)
 
 
-def _wait_for_peers(barrier: Path, parties: int, timeout: float = 120.0) -> None:
-    barrier.mkdir(parents=True, exist_ok=True)
-    (barrier / f"{os.getpid()}.ready").touch()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(list(barrier.glob("*.ready"))) < parties:
-        time.sleep(0.02)
-
-
 def make_trainer(
-    *,
-    size: str = "wide",
-    n_train: int | None = None,
-    barrier: str | None = None,
-    parties: int = 0,
-    **options: Any,
+    *, size: str = "wide", n_train: int = 0, barrier: str = "", parties: int = 0, **options: Any
 ) -> Trainer:
     """Build the trainer; ``n_train`` overrides the size's training examples, ``options``
     override Trainer keywords (``runs_dir``, ...)."""
@@ -88,7 +69,11 @@ def make_trainer(
     tr.prime_model(in_dim, hidden, classes)
     tr.set_criterion(nn.CrossEntropyLoss)
     tr.set_optimizer(SGD)
-    if barrier is not None and multiprocessing.parent_process() is not None:
+    if barrier and multiprocessing.parent_process() is not None:
         pay_one_off_costs()
-        _wait_for_peers(Path(barrier), parties)
+        Path(barrier).mkdir(parents=True, exist_ok=True)
+        (Path(barrier) / f"{os.getpid()}.ready").touch()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(Path(barrier).glob("*.ready"))) < parties:
+            time.sleep(0.02)
     return tr
