@@ -844,10 +844,18 @@ def _tree(*roots: Path) -> list[tuple[str, int]]:
 
 CLI_CASES = [
     pytest.param(["search", "{syntax}"], {1}, "failed to import: SyntaxError", id="syntax"),
-    pytest.param(["search", STUDY, "--seed", "abc"], {2}, "invalid int value: 'abc'", id="seed"),
+    pytest.param(
+        ["search", STUDY, "--seed", "abc"],
+        {2},
+        "argument --seed: must be a whole number, got 'abc'",
+        id="seed",
+    ),
     pytest.param(["search", STUDY, "--devices", "0,0"], {2}, "distinct GPU ids", id="devices"),
     pytest.param(
-        ["search", STUDY, "--timeout", "-5"], {1}, "timeout must be a positive", id="timeout"
+        ["search", STUDY, "--timeout", "-5"],
+        {2},
+        r"argument --timeout: must be a positive number of seconds, e\.g\. 3600, got '-5'",
+        id="timeout",
     ),
     pytest.param(
         ["search", STUDY, "--storage", "sqlite:///:memory:"], {1}, "not shared", id="memory"

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpo_trainer.train.data import TensorBatches, make_batches, split_xy
 from hpo_trainer.errors import DataError
+from hpo_trainer.train.data import TensorBatches, make_batches, split_xy
 
 
 def test_fast_path_covers_every_example_once_per_epoch_in_shuffled_order():
