@@ -159,8 +159,10 @@ def test_dashboard_port_in_use(tmp_path):
 
 
 def test_version_and_help():
-    assert hpo("--version", cwd=ROOT).stdout.startswith("hpo-trainer ")
-    for command in ("search", "status", "export", "train", "dashboard"):
+    from hpo_trainer import __version__
+
+    assert hpo("--version", cwd=ROOT).stdout.strip() == f"hpo-trainer {__version__}"
+    for command in ("search", "status", "export", "train", "dashboard", "report", "migrate"):
         assert "Example: hpo-trainer" in " ".join(hpo(command, "--help", cwd=ROOT).stdout.split())
 
 

@@ -91,12 +91,6 @@ def test_retries_chain_to_the_first_attempt_until_max_retry(max_retry, attempts,
             assert set(tried[n - 1].intermediate_values) <= set(trial.intermediate_values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="defect: on SQLite the raw query returns datetime_start as a string, so "
-    "fail_silent_trials raises TypeError (datetime - str) instead of failing the trial",
-)
 def test_a_trial_that_never_sent_a_heartbeat_is_failed_and_requeued(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     storage = open_storage(url, heartbeat_interval=1, grace_period=2, max_retry=2)

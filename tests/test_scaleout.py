@@ -7,7 +7,6 @@ defaults and skip only if nothing answers.
 """
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -26,37 +25,6 @@ from hpo_trainer.search.storage import open_storage
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits_mlp.py"
-
-
-def _service(env: str, default: str, probe) -> str:
-    url = os.environ.get(env)
-    try:
-        probe(url or default)
-    except Exception as exc:
-        if url:
-            pytest.fail(f"{env}={url} is set but the server cannot be reached: {exc}")
-        pytest.skip(f"no server at {default} (set {env} to require one)")
-    return url or default
-
-
-@pytest.fixture(scope="session")
-def pg_url():
-    def probe(url):
-        open_storage(url, heartbeat_interval=None)
-
-    return _service(
-        "HPO_TRAINER_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test", probe
-    )
-
-
-@pytest.fixture(scope="session")
-def redis_url():
-    def probe(url):
-        import redis
-
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-
-    return _service("HPO_TRAINER_REDIS_URL", "redis://127.0.0.1:6379/0", probe)
 
 
 @pytest.fixture

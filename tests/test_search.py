@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
-from hpo_trainer.studyfile import load_trainer_from_file
 from hpo_trainer.search.processes import worker_env
+from hpo_trainer.studyfile import load_trainer_from_file
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"
@@ -163,12 +163,22 @@ def test_every_sampler_runs(make_trainer, tmp_path, sampler):
         tr.set_hyperparameters(opt)
     study = tr.hyp_opt(epochs=1, iters=3, sampler=sampler, storage=_url(tmp_path), seed=0)
     assert sum(t.state in FINISHED for t in study.trials) == 3
+    # each sampler drew three different points (a grid never repeats one)
+    points = {tuple(sorted(t.params.items())) for t in study.trials}
+    assert len(points) == 3
+    if sampler == "grid":
+        assert {t.params["optimizer.lr"] for t in study.trials} <= {0.01, 0.1}
 
 
 @pytest.mark.parametrize("pruner", ["percentile", "halving", "hyperband", "patient"])
 def test_every_pruner_runs(make_trainer, tmp_path, pruner):
     study = make_trainer().hyp_opt(epochs=3, iters=3, pruner=pruner, storage=_url(tmp_path))
     assert sum(t.state in FINISHED for t in study.trials) == 3
+    for t in study.trials:  # the pruner was asked after every epoch each trial trained
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs"] + 1))
+    if pruner in ("halving", "hyperband"):  # these record the rungs they judged in the study
+        rungs = [k for t in study.trials for k in t.system_attrs if k.startswith("completed_rung")]
+        assert rungs
 
 
 def test_eight_workers_on_one_sqlite_file_lose_nothing_to_lock_contention(make_trainer, tmp_path):

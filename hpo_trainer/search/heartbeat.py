@@ -69,7 +69,7 @@ def fail_silent_trials(study: optuna.Study, storage: Any, older_than: float) -> 
     a trial and its first heartbeat (or a process without heartbeats) would otherwise
     leave a RUNNING trial that blocks the budget forever.
     """
-    from sqlalchemy import text
+    from sqlalchemy import DateTime, Integer, text
 
     try:
         with storage.engine.connect() as conn:
@@ -79,7 +79,7 @@ def fail_silent_trials(study: optuna.Study, storage: Any, older_than: float) -> 
                     "JOIN studies s ON s.study_id = t.study_id "
                     "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
                     "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
-                ),
+                ).columns(trial_id=Integer, datetime_start=DateTime),  # SQLite stores text
                 {"name": study.study_name},
             ).fetchall()
     except Exception as exc:  # Optuna's schema is not ours: never let this stop a worker
