@@ -169,7 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    p = command("search", "create or continue a study and run trials on it")
+    _search_arguments(command("search", "create or continue a study and run trials on it"))
+    _other_commands(command)
+    return parser
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", help="a study file, e.g. studies/digits_mlp.py")
     p.add_argument("--study-name", help="default: the trainer's name")
     _storage_options(p)
@@ -205,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
     p.add_argument("--direction", choices=("minimize", "maximize"))
 
+
+def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("migrate", "copy a study, with all its trials, to another storage")
     p.add_argument(
         "--from", dest="source", type=_storage_arg, required=True, help="storage URL to copy from"
@@ -247,7 +254,6 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(p)
     p.add_argument("--study-name", help="needed when the storage holds several studies")
     p.add_argument("--out", default="report.html", help="the file to write")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

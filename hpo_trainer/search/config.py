@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import ConfigError, HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.errors import HpoTrainerError, did_you_mean, raise_all
 from hpo_trainer.search import heartbeat
 from hpo_trainer.search.storage import default_url, parse_url
 from hpo_trainer.search.strategies import check_pruner, check_sampler
@@ -128,6 +128,32 @@ def _number_problems(
     return problems
 
 
+def _choice_problems(
+    task: SearchTask, sampler: Any, pruner: Any, metric: Any, direction: Any, storage: Any
+) -> list[str]:
+    """Say which named choices are unknown: sampler, pruner, metric, direction, storage."""
+    problems = []
+    checks = (
+        lambda: check_sampler(sampler),
+        lambda: check_pruner(pruner),
+        lambda: parse_url(storage),
+    )
+    for check in checks:
+        try:
+            check()
+        except HpoTrainerError as exc:
+            problems.append(str(exc))
+    metrics = task.metric_names()
+    if metric not in metrics:
+        problems.append(
+            f"metric {metric!r} is not produced by the training loop; choose one of "
+            f"{', '.join(metrics)}"
+        )
+    if direction not in ("minimize", "maximize"):
+        problems.append(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    return problems
+
+
 def _study_name_problems(name: Any) -> list[str]:
     """Say why ``name`` cannot name a study: it names its folder inside ``runs_dir``."""
     if not isinstance(name, str) or not name.strip():
@@ -242,28 +268,12 @@ def make_config(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
     )
-    for check in (lambda: check_sampler(sampler), lambda: check_pruner(pruner)):
-        try:
-            check()
-        except ConfigError as exc:
-            problems.append(str(exc))
-    metrics = task.metric_names()
-    if metric not in metrics:
-        problems.append(
-            f"metric {metric!r} is not produced by the training loop; choose one of "
-            f"{', '.join(metrics)}"
-        )
     if direction is None:
         by_acc = isinstance(metric, str) and metric.endswith("/acc")
         direction = "maximize" if by_acc else "minimize"
-    if direction not in ("minimize", "maximize"):
-        problems.append(f"direction must be 'minimize' or 'maximize', got {direction!r}")
     if storage is None:
         storage = default_url(task.runs_dir)
-    try:
-        parse_url(storage)
-    except HpoTrainerError as exc:
-        problems.append(str(exc))
+    problems += _choice_problems(task, sampler, pruner, metric, direction, storage)
     name_problems = _study_name_problems(task.name if study_name is None else study_name)
     problems += name_problems or _folder_problems(
         task.runs_dir, Path(task.runs_dir) / (study_name or task.name)

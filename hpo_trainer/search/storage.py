@@ -230,41 +230,63 @@ def open_storage(
         )
     if spec.path is not None:
         _prepare_file(spec)
-    if spec.kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+    if spec.kind in ("journal", "redis"):
+        return _open_journal(spec)
+    return _open_rdb(
+        spec,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        retry=Requeue(max_retry=max_retry) if heartbeat_interval else None,
+    )
 
+
+def _open_journal(spec: StorageSpec) -> BaseStorage:
+    """Open a journal storage: a file, or a Redis server."""
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend, JournalStorage
+
+    if spec.kind == "journal":
         try:
             return JournalStorage(JournalFileBackend(str(spec.path)))
         except OSError as exc:
             raise StorageError(f"cannot open the journal file {spec.path}: {exc}") from None
-    if spec.kind == "redis":
-        from optuna.storages.journal import JournalRedisBackend, JournalStorage
+    try:
+        return JournalStorage(JournalRedisBackend(spec.url))
+    except ImportError as exc:
+        raise StorageError(
+            f"{mask_url(spec.url)} needs the redis package: pip install redis ({exc})"
+        ) from None
+    except Exception as exc:  # redis raises its own ConnectionError, TimeoutError, ...
+        raise StorageError(
+            f"cannot open the storage {mask_url(spec.url)}: {_first_line(exc)}. Check that "
+            "the server is running and the host, port and password are right"
+        ) from None
 
-        try:
-            return JournalStorage(JournalRedisBackend(spec.url))
-        except ImportError as exc:
-            raise StorageError(
-                f"{mask_url(spec.url)} needs the redis package: pip install redis ({exc})"
-            ) from None
-        except Exception as exc:  # redis raises its own ConnectionError, TimeoutError, ...
-            raise StorageError(
-                f"cannot open the storage {mask_url(spec.url)}: {_first_line(exc)}. Check that "
-                "the server is running and the host, port and password are right"
-            ) from None
-    retry = Requeue(max_retry=max_retry)
+
+def _set_wal(path: Path) -> None:
+    """Put a SQLite file in WAL mode (a property of the file) before anything else opens it."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=120)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"cannot open the SQLite file {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(
+            f"{path} is not a SQLite database ({exc}); give the path of a study "
+            "database, or of a file that does not exist yet"
+        ) from None
+
+
+def _open_rdb(
+    spec: StorageSpec,
+    *,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    retry: Requeue | None,
+) -> RDBStorage:
+    """Open a database storage (SQLite, PostgreSQL, ...) through SQLAlchemy."""
     engine_kwargs: dict[str, Any] = {}
-    if spec.kind == "sqlite":
-        # WAL is a property of the file; set it before anything else opens it.
-        try:
-            with contextlib.closing(sqlite3.connect(spec.path, timeout=120)) as con:
-                con.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as exc:
-            raise StorageError(f"cannot open the SQLite file {spec.path}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(
-                f"{spec.path} is not a SQLite database ({exc}); give the path of a study "
-                "database, or of a file that does not exist yet"
-            ) from None
+    if spec.kind == "sqlite" and spec.path is not None:
+        _set_wal(spec.path)
         engine_kwargs["connect_args"] = {"timeout": 120}
     else:
         engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2)
@@ -276,7 +298,7 @@ def open_storage(
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                heartbeat_stale_trial_callback=retry if heartbeat_interval else None,
+                heartbeat_stale_trial_callback=retry,
             )
     except ImportError as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
