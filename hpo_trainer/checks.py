@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.errors import ConfigError, DataError, HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.errors import (
+    ConfigError,
+    DataError,
+    HpoTrainerError,
+    did_you_mean,
+    is_int,
+    raise_all,
+)
 from hpo_trainer.space import CLASS, Hyperparameters
 from hpo_trainer.space.dimensions import CategoricalDim
 from hpo_trainer.train import data
@@ -175,10 +182,6 @@ def check_trainer_args(
     return resolved
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
-
-
 def trainer_problems(
     *,
     batch_size: Any,
@@ -191,7 +194,7 @@ def trainer_problems(
 ) -> list[str]:
     """Say what is wrong with the :class:`~hpo_trainer.Trainer` keyword arguments."""
     problems = []
-    if not _is_int(batch_size, 1):
+    if not is_int(batch_size, 1):
         problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
     if grad_clip is not None and not is_positive_number(grad_clip):
         problems.append(f"grad_clip must be a positive number or None, got {grad_clip!r}")
@@ -205,7 +208,7 @@ def trainer_problems(
         problems.append(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         problems.append(f"seed must be an integer or None, got {seed!r}")
-    if not _is_int(num_workers, 0):
+    if not is_int(num_workers, 0):
         problems.append(
             f"num_workers must be an integer >= 0 (0 loads batches in this process), "
             f"got {num_workers!r}"
@@ -226,9 +229,9 @@ def train_problems(
     problems = [
         f"{arg} must be an integer >= 1, got {value!r}"
         for arg, value in (("epochs", epochs), ("update_every", update_every))
-        if not _is_int(value, 1)
+        if not is_int(value, 1)
     ]
-    if save_every is not None and not _is_int(save_every, 1):
+    if save_every is not None and not is_int(save_every, 1):
         problems.append(f"save_every must be an integer >= 1 or None, got {save_every!r}")
     if not isinstance(resume, (bool, str, os.PathLike)):
         problems.append(

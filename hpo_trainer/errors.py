@@ -53,6 +53,11 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def is_int(value: object, least: int) -> bool:
+    """Return whether ``value`` is an integer (not a bool) of at least ``least``."""
+    return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
+
 def raise_all(problems: list[str], error: type[HpoTrainerError] = ConfigError) -> None:
     """Raise one error listing every problem found, or do nothing if there are none.
 

@@ -211,6 +211,8 @@ def test_ctrl_c_while_starting_up_is_one_line_and_exit_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as at a terminal: a shell's background jobs (CI) start with SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(2.5)  # the parent has started its workers; they are importing torch
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does

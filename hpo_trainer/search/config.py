@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import HpoTrainerError, did_you_mean, raise_all
+from hpo_trainer.errors import HpoTrainerError, did_you_mean, is_int, raise_all
 from hpo_trainer.search import heartbeat
 from hpo_trainer.search.storage import default_url, parse_url
 from hpo_trainer.search.strategies import check_pruner, check_sampler
@@ -69,10 +69,6 @@ class SearchConfig:
         return self.n_workers == 1 and self.slots is None
 
 
-def _is_int(value: Any, least: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= least
-
-
 def _number_problems(
     *,
     epochs: Any,
@@ -95,31 +91,31 @@ def _number_problems(
             ("n_workers", n_workers, True),
             ("workers_per_device", workers_per_device, False),
         )
-        if not (optional and value is None) and not _is_int(value, 1)
+        if not (optional and value is None) and not is_int(value, 1)
     ]
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
     ):
         problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if seed is not None and (not _is_int(seed, 0) or seed >= 2**32):
+    if seed is not None and (not is_int(seed, 0) or seed >= 2**32):
         problems.append(f"seed must be an integer in [0, 2**32 - 1] or None, got {seed!r}")
-    if max_failures is not None and not _is_int(max_failures, 1):
+    if max_failures is not None and not is_int(max_failures, 1):
         problems.append(
             f"max_failures must be an integer >= 1 (failed trials after which workers stop) "
             f"or None, got {max_failures!r}"
         )
-    if not _is_int(keep_checkpoints, 0):
+    if not is_int(keep_checkpoints, 0):
         problems.append(
             f"keep_checkpoints must be an integer >= 0 (checkpoints of the best trials to "
             f"keep), got {keep_checkpoints!r}"
         )
-    if not _is_int(heartbeat_interval, 1):
+    if not is_int(heartbeat_interval, 1):
         problems.append(
             f"heartbeat_interval must be a whole number of seconds >= 1, got "
             f"{heartbeat_interval!r}"
         )
     elif grace_period is not None and (
-        not _is_int(grace_period, 1) or grace_period <= heartbeat_interval
+        not is_int(grace_period, 1) or grace_period <= heartbeat_interval
     ):
         problems.append(
             f"grace_period must be a whole number of seconds longer than heartbeat_interval "
