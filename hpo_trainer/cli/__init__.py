@@ -206,6 +206,32 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         help="median (default), percentile, halving, hyperband, patient, none",
     )
     p.add_argument("--timeout", type=_seconds, help="seconds after which no new trial starts")
+    p.add_argument(
+        "--trial-timeout",
+        type=_seconds,
+        help="seconds a trial may train; past them it stops at the next batch and is pruned",
+    )
+    p.add_argument(
+        "--enqueue",
+        action="append",
+        metavar="FILE",
+        help="a params file (as export writes it) to run first; repeatable",
+    )
+    p.add_argument(
+        "--warm-start-from", metavar="STUDY", help="run the best trials of this study first"
+    )
+    p.add_argument(
+        "--warm-start-storage",
+        type=_storage_arg,
+        metavar="URL",
+        help="storage of --warm-start-from (default: this search's storage)",
+    )
+    p.add_argument(
+        "--warm-start-top",
+        type=_positive_int,
+        metavar="K",
+        help="best completed trials of --warm-start-from to run first (default 5)",
+    )
     p.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
     p.add_argument("--direction", choices=("minimize", "maximize"))

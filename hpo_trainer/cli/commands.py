@@ -81,7 +81,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "study_file_sha256": studyfile.file_hash(args.study_file),
         },
     }
-    for key in ("sampler", "pruner", "seed", "timeout", "metric", "direction"):
+    keys = ("sampler", "pruner", "seed", "timeout", "metric", "direction", "trial_timeout")
+    keys += ("enqueue", "warm_start_from", "warm_start_storage", "warm_start_top")
+    for key in keys:
         value = getattr(args, key)
         if value is None:
             value = defaults.get(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class SearchConfig:
         pruner: A pruner name or object.
         seed: The base seed (worker ``i`` samples with ``seed + i * stride``).
         timeout: Seconds after which a worker starts no new trial.
+        trial_timeout: Seconds a trial may train; past them it stops at the next batch
+            boundary and is pruned.
         max_failures: Failed trials (exceptions in user code) after which workers stop.
         keep_checkpoints: Checkpoints of this many best trials are kept; others are removed.
         runs_dir: Where trial folders go: ``runs_dir/<study>/trial-<n>/``.
@@ -41,6 +44,11 @@ class SearchConfig:
         slots: The GPU each worker process sees (``CUDA_VISIBLE_DEVICES``), or ``None`` to
             spread them over the visible GPUs.
         provenance: Recorded on the study as ``hpo:<key>`` (the study file and its hash).
+        enqueue: Known configurations to run first: params file paths or
+            ``{target: {name: value}}`` dicts.
+        warm_start_from: An earlier study whose best completed trials are run first.
+        warm_start_storage: The storage URL of ``warm_start_from`` (default: ``storage``).
+        warm_start_top: How many of its best completed trials to run first.
 
     """
 
@@ -54,6 +62,7 @@ class SearchConfig:
     pruner: Any = "median"
     seed: int | None = None
     timeout: float | None = None
+    trial_timeout: float | None = None
     max_failures: int = 10
     keep_checkpoints: int = 3
     runs_dir: str = "runs"
@@ -62,6 +71,10 @@ class SearchConfig:
     n_workers: int = 1
     slots: tuple[str, ...] | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    enqueue: tuple[Any, ...] = ()
+    warm_start_from: str | None = None
+    warm_start_storage: str | None = None
+    warm_start_top: int = 5
 
     @property
     def in_process(self) -> bool:
@@ -76,6 +89,7 @@ def _number_problems(
     n_workers: Any,
     workers_per_device: Any,
     timeout: Any,
+    trial_timeout: Any,
     seed: Any,
     max_failures: Any,
     keep_checkpoints: Any,
@@ -97,6 +111,15 @@ def _number_problems(
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
     ):
         problems.append(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if trial_timeout is not None and (
+        isinstance(trial_timeout, bool)
+        or not isinstance(trial_timeout, (int, float))
+        or not 0 < trial_timeout < math.inf
+    ):
+        problems.append(
+            f"trial_timeout must be a positive, finite number of seconds a trial may train "
+            f"(e.g. 600), or None for no limit; got {trial_timeout!r}"
+        )
     if seed is not None and (not is_int(seed, 0) or seed >= 2**32):
         problems.append(f"seed must be an integer in [0, 2**32 - 1] or None, got {seed!r}")
     if max_failures is not None and not is_int(max_failures, 1):
@@ -150,6 +173,46 @@ def _choice_problems(
     return problems
 
 
+def _warm_start_problems(
+    enqueue: Any, warm_start_from: Any, warm_start_storage: Any, warm_start_top: Any
+) -> list[str]:
+    """Say which warm-start options are malformed (their contents are checked later)."""
+    problems = []
+    items = [enqueue] if isinstance(enqueue, (str, os.PathLike, Mapping)) else enqueue
+    if not isinstance(items, (list, tuple)):
+        problems.append(
+            f"enqueue must be a list of params files or {{target: {{name: value}}}} dicts, "
+            f"got {enqueue!r}"
+        )
+    else:
+        problems.extend(
+            f"enqueue[{i}] must be a params file path or a {{target: {{name: value}}}} "
+            f"dict, got {item!r}"
+            for i, item in enumerate(items)
+            if not isinstance(item, (str, os.PathLike, Mapping))
+        )
+    if warm_start_from is not None and (
+        not isinstance(warm_start_from, str) or not warm_start_from.strip()
+    ):
+        problems.append(f"warm_start_from must name an earlier study, got {warm_start_from!r}")
+    if warm_start_storage is not None:
+        if warm_start_from is None:
+            problems.append(
+                "warm_start_storage is the storage of warm_start_from; give warm_start_from "
+                "(the earlier study's name) too"
+            )
+        try:
+            parse_url(warm_start_storage)
+        except HpoTrainerError as exc:
+            problems.append(f"warm_start_storage: {exc}")
+    if not is_int(warm_start_top, 1):
+        problems.append(
+            f"warm_start_top must be an integer >= 1 (best trials of warm_start_from to "
+            f"run first), got {warm_start_top!r}"
+        )
+    return problems
+
+
 def _study_name_problems(name: Any) -> list[str]:
     """Say why ``name`` cannot name a study: it names its folder inside ``runs_dir``."""
     if not isinstance(name, str) or not name.strip():
@@ -200,6 +263,7 @@ def make_config(
     pruner: Any = "median",
     seed: int | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     direction: str | None = None,
     metric: str = "val/loss",
     max_failures: int | None = None,
@@ -207,6 +271,10 @@ def make_config(
     heartbeat_interval: int = heartbeat.INTERVAL,
     grace_period: int | None = None,
     provenance: Mapping[str, Any] | None = None,
+    enqueue: Any = (),
+    warm_start_from: str | None = None,
+    warm_start_storage: str | None = None,
+    warm_start_top: int = 5,
     **unknown: Any,
 ) -> SearchConfig:
     """Check the search options together and return the worker configuration.
@@ -225,6 +293,8 @@ def make_config(
         pruner: A pruner name or object.
         seed: The base seed of the samplers and trials.
         timeout: Seconds after which a worker starts no new trial.
+        trial_timeout: Seconds a trial may train; past them it stops at the next batch
+            boundary and is pruned, its last completed epoch's value kept.
         direction: ``minimize`` or ``maximize`` (default: by the metric).
         metric: The metric reported and optimised.
         max_failures: Failed trials after which workers stop (default: a quarter of the
@@ -234,6 +304,11 @@ def make_config(
         grace_period: Seconds without a heartbeat before a trial counts as dead (default:
             four heartbeats).
         provenance: Facts recorded on the study (``study_file``, ``study_file_sha256``).
+        enqueue: Known configurations to run first (they count toward the budget): params
+            files as ``export`` writes them, or ``{target: {name: value}}`` dicts.
+        warm_start_from: An earlier study whose best completed trials are run first.
+        warm_start_storage: The storage URL of ``warm_start_from`` (default: ``storage``).
+        warm_start_top: How many of the earlier study's best completed trials to run.
         **unknown: Nothing: any other option is reported as unknown.
 
     Returns:
@@ -258,6 +333,7 @@ def make_config(
         n_workers=n_workers,
         workers_per_device=workers_per_device,
         timeout=timeout,
+        trial_timeout=trial_timeout,
         seed=seed,
         max_failures=max_failures,
         keep_checkpoints=keep_checkpoints,
@@ -270,6 +346,7 @@ def make_config(
     if storage is None:
         storage = default_url(task.runs_dir)
     problems += _choice_problems(task, sampler, pruner, metric, direction, storage)
+    problems += _warm_start_problems(enqueue, warm_start_from, warm_start_storage, warm_start_top)
     name_problems = _study_name_problems(task.name if study_name is None else study_name)
     problems += name_problems or _folder_problems(
         task.runs_dir, Path(task.runs_dir) / (study_name or task.name)
@@ -288,6 +365,7 @@ def make_config(
         pruner=pruner,
         seed=seed,
         timeout=timeout,
+        trial_timeout=None if trial_timeout is None else float(trial_timeout),
         max_failures=max_failures if max_failures is not None else max(10, n_trials // 4),
         keep_checkpoints=keep_checkpoints,
         runs_dir=str(task.runs_dir),
@@ -296,4 +374,8 @@ def make_config(
         n_workers=n_workers or (len(slots) if slots else 1),
         slots=slots,
         provenance=dict(provenance or {}),
+        enqueue=tuple([enqueue] if isinstance(enqueue, (str, os.PathLike, Mapping)) else enqueue),
+        warm_start_from=warm_start_from,
+        warm_start_storage=warm_start_storage,
+        warm_start_top=warm_start_top,
     )

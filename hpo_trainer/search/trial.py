@@ -29,7 +29,7 @@ from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.train import checkpoint
-from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback
+from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback, TimeLimit
 from hpo_trainer.train.interrupt import FLAG
 from hpo_trainer.train.state import Run
 
@@ -78,10 +78,20 @@ def _train(
     run: Run,
     folder: Path,
     hparams: Mapping[str, Any],
-) -> None:
-    """Fit ``run`` with the trial's callbacks: pruning, per-epoch checkpoint, TensorBoard."""
+    started: float,
+) -> str | None:
+    """Fit ``run`` with the trial's callbacks: pruning, per-epoch checkpoint, TensorBoard.
+
+    Returns:
+        Why the trial's time limit (``cfg.trial_timeout``) stopped it, or ``None``.
+
+    """
     board = TensorBoardCallback(folder, hparams=hparams)
+    limit = None
+    if cfg.trial_timeout is not None:  # counted from the trial's start, building included
+        limit = TimeLimit(cfg.trial_timeout, started=started)
     callbacks = [
+        *([limit] if limit is not None else []),
         PruningCallback(FastReporter(study, trial), cfg.metric),
         # Every epoch, so a crash loses at most one; not fsynced (the checksum beside it
         # catches a torn write after a power cut, and the retry then starts over).
@@ -96,6 +106,7 @@ def _train(
     finally:
         FLAG.state = None
         board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
+    return limit.reason if limit is not None else None
 
 
 def _run_trial(
@@ -126,9 +137,11 @@ def _run_trial(
         values = {t: space.suggest(trial) for t, space in task.spaces.items()}
         run, resumed = _prepare(task, values, cfg, root, folder / "last.pt", attrs)
         hparams = {f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()}
-        _train(task, study, trial, cfg, run, folder, hparams)
+        timed_out = _train(task, study, trial, cfg, run, folder, hparams, started)
         if run.state.interrupted:
             return _leave_for_retry(study, trial, attrs, run.state.epoch, resumed)
+        if timed_out:  # pruned: its reported epochs stay, the last one is its value
+            raise optuna.TrialPruned(timed_out)
         value, attrs["best_epoch"] = _best(run.state.history, cfg.metric, cfg.direction)
         state = TrialState.COMPLETE
     except optuna.TrialPruned as exc:

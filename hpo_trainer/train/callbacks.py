@@ -1,4 +1,4 @@
-"""The stock callbacks: checkpoints, TensorBoard, progress and early stopping.
+"""The stock callbacks: checkpoints, TensorBoard, progress, early stopping and time limits.
 
 Each hook gets the one :class:`~hpo_trainer.train.state.FitState`. A callback ends a run by
 setting ``state.stop``. Pruning is a callback too, on the search side
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -289,3 +290,63 @@ class EarlyStopping(Callback):
 
     def _reason(self) -> str:
         return f"early stop: {self.metric} did not improve for {self.patience} epochs"
+
+
+class TimeLimit(Callback):
+    """End a run that has trained for ``seconds``, at the next batch boundary.
+
+    It sets ``state.halted`` (not ``state.interrupted``: a time limit is no signal, and the
+    run is not retried), so the loop stops after the current batch and the unfinished epoch
+    is not recorded. A limit passed during evaluation stops the run after that epoch. The
+    time spent survives a resume (:meth:`state_dict`), so a resumed run gets only the rest.
+
+    Args:
+        seconds: The limit, in seconds of wall time from the start of the fit.
+        started: When the clock started (a :func:`time.perf_counter` value), if before the
+            fit: a search trial counts from the trial's start, building the run included.
+
+    Attributes:
+        reason: Why the run was stopped (``"time limit of 2 s reached in epoch 3"``), or
+            ``None`` while the limit has not been reached.
+
+    """
+
+    def __init__(self, seconds: float, *, started: float | None = None) -> None:
+        self.seconds = float(seconds)
+        self.reason: str | None = None
+        self._before = 0.0
+        self._given = started
+        self._started = time.perf_counter() if started is None else started
+
+    def elapsed(self) -> float:
+        """Return the seconds trained so far, earlier attempts of a resumed run included."""
+        return self._before + time.perf_counter() - self._started
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the seconds trained so far."""
+        return {"elapsed": self.elapsed()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the seconds trained before the resume."""
+        self._before = float(state.get("elapsed", 0.0))
+
+    def on_fit_start(self, state: FitState) -> None:
+        """Start the clock."""
+        self.reason = None
+        self._started = time.perf_counter() if self._given is None else self._given
+        if state.epoch == 0:
+            self._before = 0.0
+
+    def on_batch_end(self, state: FitState) -> None:
+        """Halt after this batch once the limit has passed."""
+        if self.elapsed() >= self.seconds:
+            self.reason = f"time limit of {self.seconds:g} s reached in epoch {state.epoch + 1}"
+            state.halted = True
+            state.stop_reason = self.reason
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """Stop after this epoch if the limit passed while evaluating it (not the last)."""
+        if state.epoch < state.epochs and self.elapsed() >= self.seconds:
+            self.reason = f"time limit of {self.seconds:g} s reached after epoch {state.epoch}"
+            state.stop = True
+            state.stop_reason = self.reason

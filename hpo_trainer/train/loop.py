@@ -156,7 +156,7 @@ def train_epoch(
         state.batch += 1
         for cb in on_batch_end:
             cb.on_batch_end(state)
-        if state.interrupted:
+        if state.interrupted or state.halted:
             break
     return totals.means("train")
 
@@ -259,7 +259,7 @@ def fit(
         state.batches = 0
     for cb in callbacks:
         cb.on_fit_start(state)
-    while state.epoch < state.epochs and not state.stop and not state.interrupted:
+    while state.epoch < state.epochs and not (state.stop or state.interrupted or state.halted):
         for cb in callbacks:
             cb.on_epoch_start(state)
         metrics = train_epoch(
@@ -270,7 +270,7 @@ def fit(
             grad_clip=grad_clip,
             on_batch_end=batch_hooks,
         )
-        if state.interrupted:
+        if state.interrupted or state.halted:
             # Stopped mid-epoch: the epoch does not count and nothing of it is recorded.
             break
         for split, batches in (("val", val_batches), ("test", test_batches)):

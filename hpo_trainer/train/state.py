@@ -53,6 +53,8 @@ class FitState:
         params: The hyperparameters of this run, as stored (labels for objects).
         stop: Set by a callback to end the run after the current epoch.
         interrupted: Set (by a signal handler) to end the run at the next batch boundary.
+        halted: Set by a callback (a time limit) to end the run at the next batch boundary;
+            unlike ``interrupted`` it is not a signal, so the run is not retried.
         stop_reason: Why the run stopped early, if it did.
         loader_generator: The generator that shuffles the training set.
         scaler: The gradient scaler of float16 mixed precision, if used.
@@ -77,6 +79,7 @@ class FitState:
     params: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
     interrupted: bool = False
+    halted: bool = False
     stop_reason: str | None = None
     loader_generator: torch.Generator | None = None
     scaler: Any = None
