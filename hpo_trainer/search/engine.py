@@ -28,7 +28,12 @@ from hpo_trainer.search.config import SearchConfig, make_config
 from hpo_trainer.search.processes import run_workers
 from hpo_trainer.search.progress import Monitor, Progress
 from hpo_trainer.search.storage import StorageFile
-from hpo_trainer.search.study import create_study, storage_of
+from hpo_trainer.search.study import (
+    create_study,
+    enqueue_known,
+    storage_of,
+    warm_start_params,
+)
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.worker import run_worker
 
@@ -84,7 +89,8 @@ def search(
         on_start: Called with the checked configuration once the study exists, before
             the first trial.
         **options: See :func:`~hpo_trainer.search.config.make_config` (``n_workers``,
-            ``devices``, ``storage``, ``study_name``, ``sampler``, ``pruner``, ...).
+            ``devices``, ``storage``, ``study_name``, ``sampler``, ``pruner``,
+            ``trial_timeout``, ``enqueue``, ``warm_start_from``, ...).
 
     Returns:
         The outcome; :attr:`SearchOutcome.complete` tells whether the budget was reached.
@@ -96,7 +102,9 @@ def search(
 
     """
     cfg = make_config(task, epochs=epochs, n_trials=n_trials, **options)
+    known = warm_start_params(task, cfg)  # checked before the study is touched
     study = create_study(cfg)
+    enqueue_known(study, cfg, known)
     file = StorageFile(cfg.storage)
     if on_start is not None:
         on_start(cfg)
