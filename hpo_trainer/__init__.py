@@ -22,6 +22,7 @@ from hpo_trainer.errors import (
 )
 
 if TYPE_CHECKING:
+    from hpo_trainer.predict import LoadedRun, load_run
     from hpo_trainer.search.pruning import PruningCallback
     from hpo_trainer.space import CLASS, Hyperparameters
     from hpo_trainer.train.callback import Callback
@@ -55,6 +56,8 @@ _LAZY = {
     "FitState": "hpo_trainer.train.state",
     "History": "hpo_trainer.train.state",
     "Trainer": "hpo_trainer.trainer",
+    "LoadedRun": "hpo_trainer.predict",
+    "load_run": "hpo_trainer.predict",
 }
 
 
@@ -83,6 +86,7 @@ __all__ = [
     "History",
     "HpoTrainerError",
     "Hyperparameters",
+    "LoadedRun",
     "NonFiniteLossError",
     "ProgressCallback",
     "PruningCallback",
@@ -92,5 +96,6 @@ __all__ = [
     "Trainer",
     "__version__",
     "fit",
+    "load_run",
     "resolve_device",
 ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,21 +23,58 @@ logger = logging.getLogger(__name__)
 
 
 def _export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[str, str]:
-    """Save the model's weights, and a ``torch.export`` program where it works."""
+    """Save the model's weights (atomically, with a checksum beside them), and a
+    ``torch.export`` program where the model can be captured.
+    """
+    from hpo_trainer.train import checkpoint
+
     files = {}
     weights = folder / "model.pt"
-    torch.save(model.state_dict(), weights)
+    checkpoint.save(dict(model.state_dict()), weights)
     files["state_dict"] = str(weights)
     if example is not None:
         try:
             model.eval()
-            program = torch.export.export(model, (example,))
+            program = _export_program(model, example)
             path = folder / "model.pt2"
-            torch.export.save(program, path)
+            tmp = folder / ".model.tmp.pt2"
+            torch.export.save(program, tmp)
+            os.replace(tmp, path)  # a crash never leaves a half-written program under its name
             files["exported_program"] = str(path)
+            # predict checks it before loading: a damaged program is named, not a zip error
+            files["exported_program_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         except Exception as exc:  # export is best effort: not every model can be captured
+            (folder / ".model.tmp.pt2").unlink(missing_ok=True)
             logger.info("no torch.export program (%s)", exc)
     return files
+
+
+def _export_program(model: torch.nn.Module, example: torch.Tensor) -> Any:
+    """Export with a dynamic batch size (any number of rows), else with the example's shape."""
+    try:
+        batch = {0: torch.export.Dim.AUTO}
+        return torch.export.export(model, (example,), dynamic_shapes=(batch,))
+    except Exception as exc:
+        logger.debug("no program with a dynamic batch size (%s); exporting a fixed one", exc)
+        return torch.export.export(model, (example,))
+
+
+def _made_by(trainer: Trainer, provenance: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Return the study file and ``make_trainer`` options that built ``trainer`` (so that
+    ``predict`` can rebuild the model), from ``provenance`` or the trainer's factory.
+    """
+    given = dict(provenance or {})
+    if given.get("study_file"):
+        path, options = given["study_file"], given.get("study_options") or {}
+    else:
+        factory = trainer.factory
+        if not isinstance(factory, functools.partial) or not factory.args:
+            return None
+        if not str(factory.args[0]).endswith(".py"):
+            return None
+        path, options = factory.args[0], factory.keywords
+    kept = {k: v for k, v in options.items() if k not in ("runs_dir", "quiet")}
+    return {"path": str(path), "options": json.loads(json.dumps(kept, default=str))}
 
 
 def _example_input(trainer: Trainer) -> Any:
@@ -61,8 +101,22 @@ def final_run(
 ) -> dict[str, Any]:
     """Train on ``params``, then write the model and a run summary into the run folder.
 
+    Args:
+        trainer: The configured trainer.
+        params: The values to train with (``None``: the best of the last search, or the
+            checkpoint's when resuming).
+        epochs: How many epochs to train.
+        save_every: Save a checkpoint every this many epochs.
+        resume: Continue a run from its newest good checkpoint.
+        provenance: Where the params came from (study, trial, value, storage), recorded as
+            ``searched_in``; ``study_file`` and ``study_options`` name the study file that
+            builds the model (default: the one the trainer was loaded from), recorded so
+            that ``hpo-trainer predict`` can rebuild it.
+
     Returns:
-        The summary, also written as ``summary.json`` in the run folder.
+        The summary, also written as ``summary.json`` in the run folder. Beside the metrics
+        it records the study file and its options, and the shape and dtype of one input
+        example (``input``), which ``predict`` checks inputs against.
 
     Raises:
         ConfigError: If the configuration, ``params`` or an argument is not valid.
@@ -75,14 +129,25 @@ def final_run(
             "train() left no run folder (trainer.run_dir is None); an overridden train() "
             "must call Trainer.train"
         )
-    files = _export_model(trainer.get_model(), _example_input(trainer), run_dir)
+    example = _example_input(trainer)
+    files = _export_model(trainer.get_model(), example, run_dir)
+    used = params or (trainer.last_run.state.params if trainer.last_run is not None else None)
     summary = {
         "run_dir": str(run_dir),
         "epochs": len(next(iter(history.values()), [])),
-        "params": {k: {n: _plain(v) for n, v in vs.items()} for k, vs in (params or {}).items()},
+        "params": {k: {n: _plain(v) for n, v in vs.items()} for k, vs in (used or {}).items()},
         "final_metrics": {k: v[-1] for k, v in history.items() if v},
         "files": files,
-        "searched_in": dict(provenance or {}),
+        "searched_in": {
+            k: v for k, v in (provenance or {}).items() if k not in ("study_file", "study_options")
+        },
+        "study_file": _made_by(trainer, provenance),
+        "input": None
+        if example is None
+        else {
+            "shape": list(example.shape[1:]),
+            "dtype": str(example.dtype).removeprefix("torch."),
+        },
     }
     write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
     return summary

@@ -16,6 +16,13 @@ a small random rotation and shift), so batches go through a ``DataLoader`` as an
 folder would. Searched: the optimizer class (SGD or Adam), its learning rate (1e-4 .. 1e-1,
 log-uniform), SGD's momentum (only when SGD is chosen), and the network's width and dropout.
 
+``EVAL_TRANSFORM`` is the evaluation transform (grayscale, to a 1x8x8 tensor in [0, 1]):
+the validation and test sets use it, and ``hpo-trainer predict RUN_DIR --input FOLDER``
+reads image files through it. A study file names its evaluation transform this way, as a
+module-level ``EVAL_TRANSFORM`` or a ``make_transform()`` returning one (a callable from a
+PIL image, opened in RGB, to a tensor); without one, predict converts images to grayscale
+(one-channel models) or RGB and scales them to [0, 1].
+
 Run it:
     hpo-trainer search studies/digits_cnn_imagefolder.py
     hpo-trainer export --out best.json
@@ -54,6 +61,9 @@ SPLITS = ("train", "val", "test")
 NUM_CLASSES = 10
 #: The seed of the 60/20/20 split (the same split as ``digits_mlp.py``).
 SPLIT_SEED = 0
+#: The evaluation transform: ImageFolder opens every image as RGB; Grayscale(1) brings it
+#: back to one channel. ``hpo-trainer predict`` reads image folders through it.
+EVAL_TRANSFORM = transforms.Compose([transforms.Grayscale(1), transforms.ToTensor()])
 
 
 class SmallCNN(nn.Module):
@@ -185,8 +195,6 @@ def make_datasets(
     Items are ``(image, label)``: a float tensor of shape 1x8x8 in [0, 1] and an int.
     """
     root = Path(root)
-    # ImageFolder opens every image as RGB; Grayscale(1) brings it back to one channel.
-    plain = transforms.Compose([transforms.Grayscale(1), transforms.ToTensor()])
     augmented = transforms.Compose(
         [
             transforms.Grayscale(1),
@@ -196,8 +204,8 @@ def make_datasets(
     )
     return (
         datasets.ImageFolder(str(root / "train"), transform=augmented),
-        datasets.ImageFolder(str(root / "val"), transform=plain),
-        datasets.ImageFolder(str(root / "test"), transform=plain),
+        datasets.ImageFolder(str(root / "val"), transform=EVAL_TRANSFORM),
+        datasets.ImageFolder(str(root / "test"), transform=EVAL_TRANSFORM),
     )
 
 

@@ -29,6 +29,7 @@ _EXAMPLES = {
     "train": "hpo-trainer train studies/digits_mlp.py --params best.json --epochs 30",
     "dashboard": "hpo-trainer dashboard --port 8080",
     "report": "hpo-trainer report --study-name digits_mlp --out report.html",
+    "predict": "hpo-trainer predict runs/digits_mlp-20261129-091738 --input x.npy --out p.csv",
     "migrate": "hpo-trainer migrate --from sqlite:///runs/studies.db "
     "--to postgresql+psycopg://user@db/hpo --study-name digits_mlp",
 }
@@ -275,6 +276,18 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     _storage_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
+
+    p = command("predict", "predict with a finished run's model; write CSV, JSON or .npy")
+    p.add_argument("run_dir", help="the run folder `hpo-trainer train` printed")
+    p.add_argument("--input", required=True, help=".npy, .npz, .pt, .csv, or a folder of images")
+    p.add_argument("--out", help="a .csv, .json or .npy file (default: CSV on stdout)")
+    p.add_argument("--key", help="the array of an .npz input that holds several")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="default 256")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N, mps")
+    p.add_argument(
+        "--study-file", help="the study file that built the run (default: the one it records)"
+    )
+    _study_options(p)
 
     p = command("report", "write one HTML file with Optuna's plots of a study")
     _storage_options(p)

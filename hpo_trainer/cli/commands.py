@@ -310,6 +310,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hpo_trainer.predict import load_run, predict_file
+
+    run = load_run(
+        args.run_dir,
+        study_file=args.study_file,
+        options=dict(args.options) if args.options else None,
+        device=args.device,
+    )
+    data = predict_file(run, args.input, out=args.out, key=args.key, batch_size=args.batch_size)
+    if args.out is None:
+        sys.stdout.write(data.decode())
+    else:
+        _say(args, f"predicted {args.input} with run {args.run_dir} (model from {run.source})")
+        print(args.out)
+    return 0
+
+
 COMMANDS = {
     "search": _cmd_search,
     "status": _cmd_status,
@@ -318,4 +336,5 @@ COMMANDS = {
     "dashboard": _cmd_dashboard,
     "report": _cmd_report,
     "migrate": _cmd_migrate,
+    "predict": _cmd_predict,
 }
