@@ -2,8 +2,10 @@
 
 A study file defines ``make_trainer(**options) -> Trainer`` (cheap to call: workers import
 the file and call it), and optionally ``SEARCH`` and ``TRAIN`` dicts of default options for
-``hpo-trainer search`` and ``hpo-trainer train``. A study file is code: loading it runs it
-with your rights.
+``hpo-trainer search`` and ``hpo-trainer train``, and the evaluation transform that
+``hpo-trainer predict`` applies to image folders (a module-level ``EVAL_TRANSFORM``, or
+``make_transform()`` returning one). A study file is code: loading it runs it with your
+rights.
 """
 
 from __future__ import annotations
