@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from hpo_trainer.errors import ConfigError
-from hpo_trainer.params import group_params
+from hpo_trainer.params import group_params, read_file
 from hpo_trainer.search import facts
 from hpo_trainer.search.storage import mask_url
 
@@ -70,6 +70,11 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
             for t in complete[:top]
         ]
     return record
+
+
+def read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a params file (see :func:`hpo_trainer.params.read_file`, its one reader)."""
+    return read_file(path)
 
 
 def write(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -137,50 +142,3 @@ def write_text(text: str, path: str | os.PathLike[str], example: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write the output file {str(path)!r}: {exc}") from None
     return path
-
-
-def read(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a params file written by :func:`write` (or a bare ``{target: {name: value}}``).
-
-    Returns:
-        The record; its ``params`` are grouped by target.
-
-    Raises:
-        ConfigError: If the file is missing, is not JSON, or has no params.
-
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"params file {str(path)!r} does not exist; create it with `hpo-trainer export "
-            "--out best.json`"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"params file {str(path)!r} cannot be read: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"params file {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-            "export it again with `hpo-trainer export`"
-        ) from None
-    except RecursionError:
-        raise ConfigError(
-            f"params file {str(path)!r} is not valid params JSON: it is too deeply nested; "
-            "export it again with `hpo-trainer export`"
-        ) from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise ConfigError(
-            f"params file {str(path)!r} is not valid JSON ({exc}); export it again with "
-            "`hpo-trainer export`"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"params file {str(path)!r} must hold a JSON object")
-    params = data.get("params", data if "format" not in data else None)
-    if not isinstance(params, dict):
-        raise ConfigError(f"params file {str(path)!r} has no 'params' object")
-    record = dict(data)
-    record["params"] = group_params(params)
-    return record

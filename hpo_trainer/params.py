@@ -7,8 +7,10 @@ values are what each target is built with: ``{target: {name: value}}``, searched
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hpo_trainer.errors import ConfigError, HpoTrainerError, raise_all
@@ -113,3 +115,50 @@ def encode_params(
 ) -> dict[str, Any]:
     """Return the searched part of ``values`` as stored: ``{target: {name: label}}``."""
     return {t: spaces[t].encode(v) for t, v in values.items() if t in spaces}
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a params file as ``export`` writes it (or a bare ``{target: {name: value}}``).
+
+    Returns:
+        The record; its ``params`` are grouped by target.
+
+    Raises:
+        ConfigError: If the file is missing, is not JSON, or has no params.
+
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"params file {str(path)!r} does not exist; create it with `hpo-trainer export "
+            "--out best.json`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file {str(path)!r} cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"params file {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "export it again with `hpo-trainer export`"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"params file {str(path)!r} is not valid params JSON: it is too deeply nested; "
+            "export it again with `hpo-trainer export`"
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(
+            f"params file {str(path)!r} is not valid JSON ({exc}); export it again with "
+            "`hpo-trainer export`"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {str(path)!r} must hold a JSON object")
+    params = data.get("params", data if "format" not in data else None)
+    if not isinstance(params, dict):
+        raise ConfigError(f"params file {str(path)!r} has no 'params' object")
+    record = dict(data)
+    record["params"] = group_params(params)
+    return record

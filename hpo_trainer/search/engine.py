@@ -28,13 +28,9 @@ from hpo_trainer.search.config import SearchConfig, make_config
 from hpo_trainer.search.processes import run_workers
 from hpo_trainer.search.progress import Monitor, Progress
 from hpo_trainer.search.storage import StorageFile
-from hpo_trainer.search.study import (
-    create_study,
-    enqueue_known,
-    storage_of,
-    warm_start_params,
-)
+from hpo_trainer.search.study import create_study, storage_of
 from hpo_trainer.search.task import SearchTask
+from hpo_trainer.search.warmstart import enqueue_known, warm_start_params
 from hpo_trainer.search.worker import run_worker
 
 logger = logging.getLogger(__name__)
