@@ -147,6 +147,15 @@ def _number_problems(
     return problems
 
 
+def _unknown_problems(unknown: Mapping[str, Any]) -> list[str]:
+    """Name each option :func:`make_config` does not know, with a "did you mean"."""
+    known = [n for n in inspect.signature(make_config).parameters if n not in ("task", "unknown")]
+    return [
+        f"unknown search option {name!r}.{did_you_mean(name, known)} Options: {', '.join(known)}"
+        for name in unknown
+    ]
+
+
 def _choice_problems(
     task: SearchTask, sampler: Any, pruner: Any, metric: Any, direction: Any, storage: Any
 ) -> list[str]:
@@ -318,15 +327,7 @@ def make_config(
         ConfigError: Listing every bad option.
 
     """
-    problems: list[str] = []
-    if unknown:
-        skip = ("task", "unknown")
-        known = [n for n in inspect.signature(make_config).parameters if n not in skip]
-        problems.extend(
-            f"unknown search option {name!r}.{did_you_mean(name, known)} "
-            f"Options: {', '.join(known)}"
-            for name in unknown
-        )
+    problems = _unknown_problems(unknown)
     problems += _number_problems(
         epochs=epochs,
         n_trials=n_trials,
