@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from hpo_trainer.errors import ConfigError
+from hpo_trainer.files import write_output
 from hpo_trainer.params import group_params, read_file
 from hpo_trainer.search import facts
 from hpo_trainer.search.storage import mask_url
@@ -51,7 +52,7 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
         "format": FORMAT,
         "params": group_params(best.params),
         "value": best.value,
-        "metric": best.user_attrs.get("metric") or facts.metric(study) or "value",
+        "metric": facts.metric(study) or "value",
         "direction": study.direction.name.lower(),
         "trial": best.number,
         "epochs": best.user_attrs.get("max_epochs", attrs.get(facts.EPOCHS_KEY)),
@@ -91,54 +92,4 @@ def write(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         ConfigError: If ``path`` is a directory or cannot be written.
 
     """
-    return write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", path, "best.json")
-
-
-def check_output_path(path: str | os.PathLike[str], example: str) -> Path:
-    """Return ``path`` as a ``Path`` if a file can be written there.
-
-    Args:
-        path: The file to write.
-        example: A file name to suggest when ``path`` is a directory.
-
-    Returns:
-        The path.
-
-    Raises:
-        ConfigError: If ``path`` is a directory.
-
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(
-            f"the output file {str(path)!r} is a directory; give a file path, e.g. "
-            f"{str(path / example)!r}"
-        )
-    return path
-
-
-def write_text(text: str, path: str | os.PathLike[str], example: str) -> Path:
-    """Write ``text`` to ``path`` atomically, through a temporary file beside it.
-
-    Args:
-        text: What to write.
-        path: The file to write.
-        example: A file name to suggest when ``path`` is a directory.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ConfigError: If ``path`` is a directory or cannot be written; nothing is left behind.
-
-    """
-    path = check_output_path(path, example)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write the output file {str(path)!r}: {exc}") from None
-    return path
+    return write_output(json.dumps(record, indent=2, sort_keys=False) + "\n", path, "best.json")

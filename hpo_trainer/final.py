@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hpo_trainer.errors import ConfigError
-from hpo_trainer.export import write_text
+from hpo_trainer.files import atomic_write, write_output
+from hpo_trainer.train import checkpoint
 
 if TYPE_CHECKING:
     from hpo_trainer.trainer import Trainer
@@ -26,8 +27,6 @@ def _export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[st
     """Save the model's weights (atomically, with a checksum beside them), and a
     ``torch.export`` program where the model can be captured.
     """
-    from hpo_trainer.train import checkpoint
-
     files = {}
     weights = folder / "model.pt"
     checkpoint.save(dict(model.state_dict()), weights)
@@ -35,16 +34,13 @@ def _export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[st
     if example is not None:
         try:
             model.eval()
-            program = _export_program(model, example)
-            path = folder / "model.pt2"
-            tmp = folder / ".model.tmp.pt2"
-            torch.export.save(program, tmp)
-            os.replace(tmp, path)  # a crash never leaves a half-written program under its name
-            files["exported_program"] = str(path)
+            buffer = io.BytesIO()
+            torch.export.save(_export_program(model, example), buffer)
+            data = buffer.getvalue()
+            files["exported_program"] = str(atomic_write(folder / "model.pt2", data))
             # predict checks it before loading: a damaged program is named, not a zip error
-            files["exported_program_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            files["exported_program_sha256"] = hashlib.sha256(data).hexdigest()
         except Exception as exc:  # export is best effort: not every model can be captured
-            (folder / ".model.tmp.pt2").unlink(missing_ok=True)
             logger.info("no torch.export program (%s)", exc)
     return files
 
@@ -149,7 +145,7 @@ def final_run(
             "dtype": str(example.dtype).removeprefix("torch."),
         },
     }
-    write_text(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
+    write_output(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
     return summary
 
 

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -259,26 +258,3 @@ def _scalar(value: Any) -> Any:
 def _cell(value: Any) -> str:
     value = _scalar(value)
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def write_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it (nothing left on error).
-
-    Raises:
-        ConfigError: If the file cannot be written.
-
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the output file {str(path)!r}: {exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write the output file {str(path)!r}: {exc}") from None
-    return path

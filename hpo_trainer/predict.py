@@ -29,6 +29,7 @@ import torch
 
 from hpo_trainer import inputs
 from hpo_trainer.errors import CheckpointError, ConfigError, DataError
+from hpo_trainer.files import write_output
 
 logger = logging.getLogger(__name__)
 
@@ -336,5 +337,5 @@ def predict_file(
     classification = run.classification and outputs.ndim == 2 and outputs.shape[1] > 1
     data = inputs.render(outputs, kind=kind, classification=classification, names=names)
     if out is not None:
-        inputs.write_atomic(data, out)
+        write_output(data, out, "predictions.csv")
     return data

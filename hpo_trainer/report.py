@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from hpo_trainer.errors import ConfigError
-from hpo_trainer.export import check_output_path, write_text
+from hpo_trainer.files import check_output_path, write_output
 from hpo_trainer.search import facts
 
 logger = logging.getLogger(__name__)
@@ -82,4 +82,4 @@ def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
             logger.info("report: no %s plot (%s)", heading, exc)
             parts.append(f"<p><em>not available: {html.escape(str(exc))}</em></p>")
     parts.append("</body></html>")
-    return write_text("\n".join(parts), path, "report.html")
+    return write_output("\n".join(parts), path, "report.html")

@@ -121,12 +121,8 @@ def _run_trial(
     root = root_number(study._storage.get_trial(trial._trial_id))
     folder = trial_dir(cfg, root)
     # What this trial was asked: a study may be continued with other epochs or an edited
-    # study file, and export reports the best trial's own.
-    attrs: dict[str, Any] = {
-        "device": str(task.device),
-        "metric": cfg.metric,
-        "max_epochs": cfg.epochs,
-    }
+    # study file, and export reports the best trial's own (never another metric: refused).
+    attrs: dict[str, Any] = {"device": str(task.device), "max_epochs": cfg.epochs}
     if "study_file_sha256" in cfg.provenance:
         attrs["study_file_sha256"] = cfg.provenance["study_file_sha256"]
     if root != trial.number:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from hpo_trainer.errors import CheckpointError
+from hpo_trainer.files import atomic_write
 from hpo_trainer.train.callback import callback_states
 
 if TYPE_CHECKING:
@@ -31,21 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _META_SUFFIX = ".meta.json"
-
-
-def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(obj: dict[str, Any], path: str | os.PathLike[str], *, durable: bool = True) -> Path:
@@ -68,8 +53,8 @@ def save(obj: dict[str, Any], path: str | os.PathLike[str], *, durable: bool = T
     meta = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     # The checkpoint first, then its meta: a crash in between leaves a checkpoint whose
     # meta does not match, which load() reports as damaged rather than trusting it.
-    _atomic_write(path, data, durable=durable)
-    _atomic_write(
+    atomic_write(path, data, durable=durable)
+    atomic_write(
         path.with_name(path.name + _META_SUFFIX), json.dumps(meta).encode(), durable=durable
     )
     return path
