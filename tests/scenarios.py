@@ -12,6 +12,8 @@ import optuna
 from optuna.trial import TrialState
 
 TUNABLE = Path(__file__).resolve().parent / "studies" / "tunable_digits.py"
+#: Where the ``hpo-trainer`` command of this environment lives.
+BIN = Path(sys.executable).parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -63,3 +65,17 @@ def check_resumed(url: str, study_name: str, killed_at: int) -> None:
     for step, value in first.intermediate_values.items():
         assert retry.intermediate_values[step] == value
     assert sum(t.state in FINISHED for t in study.trials) == 2
+
+
+def hpo(*args, cwd, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``hpo-trainer ARGS`` in ``cwd`` as a user does; with ``check``, fail on exit != 0."""
+    proc = subprocess.run(
+        [BIN / "hpo-trainer", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

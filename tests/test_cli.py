@@ -3,27 +3,13 @@
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from scenarios import BIN, hpo
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits_mlp.py"
-BIN = Path(sys.executable).parent
-
-
-def hpo(*args, cwd, check=True):
-    proc = subprocess.run(
-        [BIN / "hpo-trainer", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def test_search_status_export_train_end_to_end(tmp_path):

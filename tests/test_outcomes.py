@@ -4,17 +4,19 @@ Each test drives ``hpo-trainer search`` (or ``search()``) into one way of stoppi
 of being misused, and checks the exit code, the one-paragraph message, and the files left.
 """
 
+import functools
 import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from scenarios import BIN
+from scenarios import hpo as run_hpo
 
 from hpo_trainer.search import search
 from hpo_trainer.studyfile import load_trainer_from_file
@@ -22,17 +24,9 @@ from hpo_trainer.studyfile import load_trainer_from_file
 ROOT = Path(__file__).resolve().parents[1]
 TUNABLE = ROOT / "tests" / "studies" / "tunable_digits.py"
 DIGITS = ROOT / "studies" / "digits_mlp.py"
-BIN = Path(sys.executable).parent
 
 
-def hpo(*args, cwd, timeout=240):
-    return subprocess.run(
-        [BIN / "hpo-trainer", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+hpo = functools.partial(run_hpo, check=False)  # each test checks the exit code
 
 
 def files_under(path: Path) -> set[Path]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scenarios import hpo
 
 from hpo_trainer import CheckpointError, ConfigError, DataError, cli, load_run
 from hpo_trainer.final import final_run
@@ -23,7 +22,6 @@ from hpo_trainer.studyfile import load_module, load_trainer_from_file
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "studies" / "digits_mlp.py"
 CNN = ROOT / "studies" / "digits_cnn_imagefolder.py"
-BIN = Path(sys.executable).parent
 PARAMS = {"optimizer": {"lr": 0.05}, "model": {"hidden_size": 32}}
 
 
@@ -88,10 +86,10 @@ def test_cli_train_then_predict_the_test_split(tmp_path, test_split):
     x, _ = test_split
     (tmp_path / "best.json").write_text(json.dumps({"params": PARAMS}))
     run_dir = tmp_path / Path(
-        _hpo("train", MLP, "--params", "best.json", "--epochs", "2", cwd=tmp_path).stdout.strip()
+        hpo("train", MLP, "--params", "best.json", "--epochs", "2", cwd=tmp_path).stdout.strip()
     )
     np.save(tmp_path / "x.npy", x.numpy())
-    _hpo("predict", run_dir, "--input", "x.npy", "--out", "p.csv", cwd=tmp_path)
+    hpo("predict", run_dir, "--input", "x.npy", "--out", "p.csv", cwd=tmp_path)
     model = load_module(MLP).Net(input_size=64, hidden_size=32, target_length=10)
     model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
     logits = _direct(model.eval(), x)
@@ -202,16 +200,3 @@ def test_image_folder_through_the_study_files_eval_transform(tmp_path):
     Image.new("L", (16, 16)).save(big / "a.png")
     with pytest.raises(DataError, match=r"expects \(N, 1, 8, 8\): images of 1x8x8.*resize"):
         predict_file(run, big)
-
-
-def _hpo(*args, cwd):
-    proc = subprocess.run(
-        [BIN / "hpo-trainer", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
