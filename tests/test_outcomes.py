@@ -88,7 +88,13 @@ def test_a_dead_worker_is_named_and_the_search_succeeds_when_the_others_finish(t
     assert outcome.complete and outcome.stopped_by == "budget" and outcome.finished == 4
     assert [code for _, code in outcome.dead_workers] == [-signal.SIGKILL]
     retried = [t for t in outcome.study.trials if "retry_of" in t.user_attrs]
-    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    # the dead worker's trial ran again with its parameters and finished (complete, or pruned
+    # when its sampled learning rate diverges: the study's lr range reaches 1e8 on purpose)
+    assert len(retried) == 1
+    first = outcome.study.trials[retried[0].user_attrs["retry_of"]]
+    assert first.state == TrialState.FAIL and "failure" not in first.user_attrs
+    assert retried[0].params == first.params
+    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/abs-study", "..", "a/b", "c:d"])
