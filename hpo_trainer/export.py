@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from hpo_trainer.errors import ConfigError
 from hpo_trainer.files import write_output
@@ -18,6 +20,8 @@ from hpo_trainer.search import facts
 from hpo_trainer.search.storage import mask_url
 
 FORMAT = "hpo-trainer/params-v1"
+
+logger = logging.getLogger(__name__)
 
 
 def _versions() -> dict[str, str]:
@@ -33,11 +37,56 @@ def _versions() -> dict[str, str]:
     }
 
 
-def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[str, Any]:
+def _chosen(study: optuna.Study, complete: list[FrozenTrial], number: int) -> FrozenTrial:
+    """Return completed trial ``number``, warning if it is off the Pareto front."""
+    chosen = next((t for t in complete if t.number == number), None)
+    if chosen is None:
+        raise ConfigError(
+            f"trial {number} of study {study.study_name!r} is not a completed trial with "
+            f"finite values; choose one of {', '.join(str(t.number) for t in complete)} "
+            "(`hpo-trainer status` lists the Pareto front)"
+        )
+    if facts.is_multi(study) and chosen not in facts.pareto_front(study, complete):
+        logger.warning(
+            "trial %d is not on the Pareto front of study %r: another trial is at least as "
+            "good in every objective",
+            number,
+            study.study_name,
+        )
+    return chosen
+
+
+def _multi_part(study: optuna.Study, chosen: FrozenTrial) -> dict[str, Any]:
+    """Return what a multi-objective record adds: objectives, values and the Pareto front."""
+    goals = facts.objectives(study)
+    return {
+        "values": {n: v for (n, _), v in zip(goals, chosen.values)},
+        "objectives": [{"metric": n, "direction": d} for n, d in goals],
+        "pareto_front": [
+            {"trial": t.number, "values": t.values, "params": group_params(t.params)}
+            for t in facts.pareto_front(study)
+        ],
+    }
+
+
+def best_record(
+    study: optuna.Study, storage_url: str, *, top: int = 1, trial: int | None = None
+) -> dict[str, Any]:
     """Return the export record of a study's best trial (and the next ``top - 1``).
 
+    In a multi-objective study the record also holds each objective, the chosen trial's
+    values and the Pareto front; the trial exported is the front's best by the first
+    objective unless ``trial`` chooses one.
+
+    Args:
+        study: The study.
+        storage_url: Its storage URL (recorded with its password masked).
+        top: Also list the ``top`` best trials (best first; in a multi-objective study the
+            Pareto front first).
+        trial: The number of the completed trial to export instead of the best.
+
     Raises:
-        ConfigError: If the study has no completed trial.
+        ConfigError: If the study has no completed trial, or ``trial`` is not one.
 
     """
     complete = facts.ranked(study)
@@ -46,14 +95,16 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
             f"study {study.study_name!r} has no completed trial to export yet; run "
             "`hpo-trainer search` until at least one trial completes"
         )
-    best = complete[0]
+    best = complete[0] if trial is None else _chosen(study, complete, trial)
     attrs = study.user_attrs
+    goals = facts.objectives(study)
     record: dict[str, Any] = {
         "format": FORMAT,
         "params": group_params(best.params),
-        "value": best.value,
-        "metric": facts.metric(study) or "value",
-        "direction": study.direction.name.lower(),
+        "value": best.values[0],
+        "metric": goals[0][0],
+        "direction": goals[0][1],
+        **(_multi_part(study, best) if len(goals) > 1 else {}),
         "trial": best.number,
         "epochs": best.user_attrs.get("max_epochs", attrs.get(facts.EPOCHS_KEY)),
         "study": study.study_name,
@@ -67,7 +118,8 @@ def best_record(study: optuna.Study, storage_url: str, *, top: int = 1) -> dict[
     }
     if top > 1:
         record["top"] = [
-            {"trial": t.number, "value": t.value, "params": group_params(t.params)}
+            {"trial": t.number, "value": t.values[0], "params": group_params(t.params)}
+            | ({"values": t.values} if len(goals) > 1 else {})
             for t in complete[:top]
         ]
     return record

@@ -236,6 +236,19 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
     p.add_argument("--direction", choices=("minimize", "maximize"))
+    p.add_argument(
+        "--objective",
+        dest="objectives",
+        action="append",
+        metavar="NAME:DIRECTION",
+        help="one objective of a multi-objective search, e.g. val/loss:min; repeat for each "
+        "(also model/params and model/latency_ms, measured after training)",
+    )
+    p.add_argument(
+        "--prune-on",
+        metavar="NAME",
+        help="the one objective a multi-objective search prunes on (default: it prunes none)",
+    )
 
 
 def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -261,6 +274,12 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     p.add_argument("--study-name", help="needed when the storage holds several studies")
     p.add_argument("--out", default="best.json", help="the file to write (default best.json)")
     p.add_argument("--top", type=_positive_int, default=1, help="also list the K best trials")
+    p.add_argument(
+        "--trial",
+        type=_int_in(0, None),
+        metavar="N",
+        help="export trial N instead of the best (e.g. one of the Pareto front)",
+    )
 
     p = command("train", "the final training run on exported params")
     p.add_argument("study_file", help="the study file the params were searched with")

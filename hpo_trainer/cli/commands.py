@@ -83,6 +83,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     }
     keys = ("sampler", "pruner", "seed", "timeout", "metric", "direction", "trial_timeout")
     keys += ("enqueue", "warm_start_from", "warm_start_storage", "warm_start_top")
+    keys += ("objectives", "prune_on")
     for key in keys:
         value = getattr(args, key)
         if value is None:
@@ -166,11 +167,13 @@ def _print_status(
         print("no studies in this storage")
     for s in summaries:
         states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s["states"].items()))
-        print(
-            f"study {s['study']} ({s['direction']} {s['metric'] or 'value'}): "
-            f"{s['trials']} trials: {states or 'none'}"
-        )
-        if "best" in s:
+        goal = f"{s['direction']} {s['metric'] or 'value'}"
+        if "objectives" in s:
+            goal = ", ".join(f"{o['direction']} {o['metric']}" for o in s["objectives"])
+        print(f"study {s['study']} ({goal}): {s['trials']} trials: {states or 'none'}")
+        if "pareto_front" in s:
+            _print_front(s)
+        elif "best" in s:
             b = s["best"]
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
             print(f"  best: trial {b['trial']}, value {b['value']:.6g}, {params}")
@@ -183,6 +186,17 @@ def _print_status(
             eta = s["eta_seconds"]
             left = f", about {_duration(eta)} left" if eta and done < s["budget"] else ""
             print(f"  budget: {done}/{s['budget']} finished{left}")
+
+
+def _print_front(s: dict[str, Any]) -> None:
+    """Print a multi-objective study's Pareto front, best first by the first objective."""
+    names = [o["metric"] for o in s["objectives"]]
+    front = s["pareto_front"]
+    print(f"  Pareto front: {len(front)} trial(s), by {names[0]} (export takes the first):")
+    for t in front:
+        values = ", ".join(f"{n} {_fmt(v)}" for n, v in zip(names, t["values"]))
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        print(f"    trial {t['trial']}: {values}; {params}")
 
 
 def _duration(seconds: float) -> str:
@@ -215,12 +229,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     storage = _open(args)
     name = _pick_study(storage, args.study_name)
     study = optuna.load_study(study_name=name, storage=storage)
-    record = export.best_record(study, _storage_url(args), top=args.top)
+    record = export.best_record(study, _storage_url(args), top=args.top, trial=args.trial)
     path = export.write(record, args.out)
+    which = "best" if args.trial is None else "chosen"
+    values = record.get("values") or {record["metric"]: record["value"]}
     _say(
         args,
-        f"best of study {name!r}: trial {record['trial']}, {record['metric']} "
-        f"{record['value']:.6g}",
+        f"{which} of study {name!r}: trial {record['trial']}, "
+        + ", ".join(f"{k} {v:.6g}" for k, v in values.items()),
     )
     print(path)
     return 0

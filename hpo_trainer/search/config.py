@@ -12,6 +12,7 @@ from typing import Any
 
 from hpo_trainer.errors import HpoTrainerError, did_you_mean, is_int, raise_all
 from hpo_trainer.search import heartbeat
+from hpo_trainer.search.objectives import Objective, check_objectives, default_direction, reported
 from hpo_trainer.search.storage import default_url, parse_url
 from hpo_trainer.search.strategies import check_pruner, check_sampler
 from hpo_trainer.search.task import SearchTask
@@ -27,8 +28,12 @@ class SearchConfig:
         storage: The storage URL.
         epochs: Epochs per trial.
         n_trials: Finished (complete or pruned) trials the study should reach in total.
-        metric: The metric reported and optimised.
-        direction: ``minimize`` or ``maximize``.
+        metric: The metric reported and optimised (in a multi-objective search: the one
+            reported per epoch, ``prune_on``'s or else the first history objective's).
+        direction: ``minimize`` or ``maximize`` (of ``metric``).
+        objectives: ``(metric, direction)`` of each objective of a multi-objective search;
+            empty for a search on one metric.
+        prune_on: The objective a multi-objective search prunes on, or ``None`` for none.
         sampler: A sampler name or object.
         pruner: A pruner name or object.
         seed: The base seed (worker ``i`` samples with ``seed + i * stride``).
@@ -58,6 +63,8 @@ class SearchConfig:
     n_trials: int
     metric: str = "val/loss"
     direction: str = "minimize"
+    objectives: tuple[Objective, ...] = ()
+    prune_on: str | None = None
     sampler: Any = "tpe"
     pruner: Any = "median"
     seed: int | None = None
@@ -275,6 +282,8 @@ def make_config(
     trial_timeout: float | None = None,
     direction: str | None = None,
     metric: str = "val/loss",
+    objectives: Any = None,
+    prune_on: str | None = None,
     max_failures: int | None = None,
     keep_checkpoints: int = 3,
     heartbeat_interval: int = heartbeat.INTERVAL,
@@ -306,6 +315,12 @@ def make_config(
             boundary and is pruned, its last completed epoch's value kept.
         direction: ``minimize`` or ``maximize`` (default: by the metric).
         metric: The metric reported and optimised.
+        objectives: Two or more objectives for a multi-objective study, each
+            ``"NAME:DIRECTION"`` (``"val/loss:min"``, ``"model/params:min"``) or a
+            ``(name, direction)`` pair; see :mod:`hpo_trainer.search.objectives`. One
+            objective is the same as ``metric`` and ``direction``.
+        prune_on: The objective a multi-objective search prunes on (default: none, as
+            Optuna cannot prune on several).
         max_failures: Failed trials after which workers stop (default: a quarter of the
             budget, at least 10).
         keep_checkpoints: Checkpoints of this many best trials are kept (0 keeps none).
@@ -341,9 +356,23 @@ def make_config(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
     )
-    if direction is None:
-        by_acc = isinstance(metric, str) and metric.endswith("/acc")
-        direction = "maximize" if by_acc else "minimize"
+    pairs, objective_problems = check_objectives(
+        objectives,
+        prune_on=prune_on,
+        metrics=task.metric_names(),
+        metric=None if metric == "val/loss" else metric,  # the default, or given as it
+        direction=direction,
+        pruner=pruner,
+    )
+    problems += objective_problems
+    if len(pairs) == 1:  # one objective: a search on one metric, as with metric=
+        (metric, direction), pairs = pairs[0], ()
+    elif pairs:
+        metric, direction = reported(pairs, prune_on)
+        pruner = pruner if prune_on is not None else "none"  # Optuna cannot prune on several
+    metric = "val/loss" if objective_problems else metric
+    if direction is None or objective_problems:
+        direction = default_direction(metric) if isinstance(metric, str) else "minimize"
     if storage is None:
         storage = default_url(task.runs_dir)
     problems += _choice_problems(task, sampler, pruner, metric, direction, storage)
@@ -362,6 +391,8 @@ def make_config(
         n_trials=n_trials,
         metric=metric,
         direction=direction,
+        objectives=pairs,
+        prune_on=prune_on if pairs else None,
         sampler=sampler,
         pruner=pruner,
         seed=seed,

@@ -25,6 +25,7 @@ import optuna
 
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig, make_config
+from hpo_trainer.search.objectives import MODEL_MEASURES
 from hpo_trainer.search.processes import run_workers
 from hpo_trainer.search.progress import Monitor, Progress
 from hpo_trainer.search.storage import StorageFile
@@ -101,6 +102,14 @@ def search(
     known = warm_start_params(task, cfg)  # checked before the study is touched
     study = create_study(cfg)
     enqueue_known(study, cfg, known)
+    if cfg.objectives and cfg.prune_on is None:
+        logger.warning(
+            "Optuna cannot prune a study with %d objectives: every trial trains all %d "
+            "epochs. To prune on one objective alone, give prune_on (--prune-on) one of %s",
+            len(cfg.objectives),
+            cfg.epochs,
+            ", ".join(n for n, _ in cfg.objectives if n not in MODEL_MEASURES),
+        )
     file = StorageFile(cfg.storage)
     if on_start is not None:
         on_start(cfg)

@@ -1,10 +1,15 @@
 """Facts about a study, computed in one place: finished trials, failures, the best trials,
-the budget and a summary. The worker loop, progress, status, export and report all read
-them from here, so they can never disagree.
+the Pareto front, the budget and a summary. The worker loop, progress, status, export and
+report all read them from here, so they can never disagree.
 
 A trial is *finished* when it completed or was pruned: both count toward the budget. A
 trial *failed by itself* when its own code raised (it has a ``failure`` attribute); a trial
 failed because its worker died or was stopped is retried, and does not count.
+
+In a multi-objective study the *Pareto front* is the completed trials that no other completed
+trial dominates (as good in every objective and better in one): Optuna's
+``study.best_trials``. Its trials are ranked by the first objective, and the *best* trial is
+the front's best by the first objective (what ``export`` picks unless told otherwise).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Study attribute keys (``hpo:<key>``) under which a search records what it was asked.
 BUDGET_KEY = "hpo:n_trials"
 METRIC_KEY = "hpo:metric"
+OBJECTIVES_KEY = "hpo:objectives"
 EPOCHS_KEY = "hpo:epochs"
 
 
@@ -40,10 +46,58 @@ def failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.FAIL and "failure" in t.user_attrs]
 
 
+def is_multi(study: optuna.Study) -> bool:
+    """Return whether the study has two or more objectives."""
+    return len(study.directions) > 1
+
+
+def objectives(study: optuna.Study) -> list[tuple[str, str]]:
+    """Return ``(metric name, direction)`` of each objective of the study, in order."""
+    directions = [d.name.lower() for d in study.directions]
+    if len(directions) == 1:
+        return [(metric(study) or "value", directions[0])]
+    names = study.metric_names or [f"values_{i}" for i in range(len(directions))]
+    return list(zip(names, directions))
+
+
+def _signs(study: optuna.Study) -> list[int]:
+    """Return +1 per minimised and -1 per maximised objective (smaller signed is better)."""
+    return [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+
+
+def _front(complete: Sequence[FrozenTrial], signs: Sequence[int]) -> list[FrozenTrial]:
+    """Return the trials of ``complete`` that no other one dominates, in their order."""
+    keys = [[s * v for s, v in zip(signs, t.values)] for t in complete]
+
+    def dominated(a: list[float]) -> bool:
+        return any(all(x <= y for x, y in zip(b, a)) and b != a for b in keys)
+
+    return [t for t, key in zip(complete, keys) if not dominated(key)]
+
+
+def pareto_front(
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
+) -> list[FrozenTrial]:
+    """Return the Pareto front (``study.best_trials``), best first by the first objective.
+
+    In a single-objective study this is the best trial (or trials of equal value).
+    """
+    order = ranked(study, trials)
+    if not is_multi(study):
+        return [t for t in order if t.values == order[0].values] if order else []
+    return _front(order, _signs(study))
+
+
 def ranked(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[FrozenTrial]:
-    """Return the completed trials with a finite value, best first by the study's direction."""
+    """Return the completed trials with finite values, best first.
+
+    One objective: by the study's direction. Several: the Pareto front first, then the
+    other trials, each part by the first objective.
+    """
     if trials is None:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if is_multi(study):
+        return _ranked_multi(study, trials)
     complete = [
         t
         for t in trials
@@ -51,6 +105,23 @@ def ranked(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> 
     ]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(complete, key=lambda t: t.value, reverse=maximize)  # type: ignore[arg-type,return-value]
+
+
+def _ranked_multi(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    signs = _signs(study)
+    complete = sorted(
+        (
+            t
+            for t in trials
+            if t.state == TrialState.COMPLETE
+            and t.values is not None
+            and all(math.isfinite(v) for v in t.values)
+        ),
+        key=lambda t: signs[0] * t.values[0],
+    )
+    front = _front(complete, signs)
+    on_front = {t.number for t in front}
+    return front + [t for t in complete if t.number not in on_front]
 
 
 def best(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> FrozenTrial | None:
@@ -79,6 +150,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     states = Counter(t.state.name for t in trials)
     top = best(study, trials)
     now_running = running(trials)
+    goals = objectives(study)
     times = [t.user_attrs["wall_time"] for t in trials if "wall_time" in t.user_attrs]
     mean_time = sum(times) / len(times) if times else None
     total = budget(study)
@@ -89,14 +161,23 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         eta = round(max(0, total - done) * mean_time / max(1, len(now_running)))
     result: dict[str, Any] = {
         "study": study.study_name,
-        "direction": study.direction.name.lower(),
-        "metric": metric(study),
+        "direction": goals[0][1],
+        "metric": metric(study) if len(goals) == 1 else goals[0][0],
         "trials": len(trials),
         "states": dict(states),
         "finished": done,
     }
+    if len(goals) > 1:
+        result["objectives"] = [{"metric": n, "direction": d} for n, d in goals]
     if top is not None:
-        result["best"] = {"trial": top.number, "value": top.value, "params": top.params}
+        result["best"] = {"trial": top.number, "value": top.values[0], "params": top.params}
+        if len(goals) > 1:
+            result["best"]["values"] = top.values
+    if len(goals) > 1:
+        result["pareto_front"] = [
+            {"trial": t.number, "values": t.values, "params": t.params}
+            for t in pareto_front(study, trials)
+        ]
     result["running"] = [
         {
             "trial": t.number,

@@ -65,7 +65,7 @@ def snapshot(study: optuna.Study, total: int) -> Progress:
         complete=complete,
         pruned=pruned,
         failed=sum(t.state == TrialState.FAIL for t in trials),
-        best=None if top is None else (top.number, float(top.value)),  # type: ignore[arg-type]
+        best=None if top is None else (top.number, float(top.values[0])),  # first objective
         running=tuple(
             (t.user_attrs.get("worker"), t.number, max(t.intermediate_values, default=0))
             for t in facts.running(trials)

@@ -7,6 +7,14 @@ patient around either, none), :class:`FastReporter` keeps the trial's values in 
 reads the completed trials once when the trial starts and then at most every ``ttl``
 seconds, and calls the same Optuna pruner. Other pruners (successive halving, Hyperband)
 keep their own state in the storage and go through ``trial.should_prune()``.
+
+In a multi-objective study ``Trial.report`` and ``Trial.should_prune`` raise
+``NotImplementedError``. There the reporter is given the direction of the one objective it
+reports (``prune_on``): it writes each value through the storage, as ``Trial.report``
+itself does, and asks the pruner with a view of the study whose ``direction`` is that
+objective's. Every pruner but Hyperband reads only ``direction``, the trials and the
+storage from the study, so this is how they prune on one objective (Hyperband builds its
+own per-bracket studies from the storage; the search configuration refuses it there).
 """
 
 from __future__ import annotations
@@ -38,9 +46,11 @@ def _reads_only_completed(pruner: optuna.pruners.BasePruner) -> bool:
 class _StudyView:
     """The study as a pruner sees it, with the completed trials served from memory."""
 
-    def __init__(self, study: optuna.Study, ttl: float) -> None:
+    def __init__(self, study: optuna.Study, ttl: float, direction: str | None = None) -> None:
         self._study = study
         self._ttl = ttl
+        if direction is not None:  # the one objective pruned on, in a multi-objective study
+            self.direction = optuna.study.StudyDirection[direction.upper()]
         self._completed: list[FrozenTrial] = []
         self._read_at = -float("inf")
 
@@ -66,16 +76,28 @@ class FastReporter:
         study: The study the trial belongs to.
         trial: The running trial.
         ttl: Seconds for which the completed trials read from the storage are reused.
+        direction: In a multi-objective study, the direction of the objective reported
+            (see module docs); ``None`` in a single-objective study.
 
     """
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        ttl: float = 2.0,
+        *,
+        direction: str | None = None,
+    ) -> None:
         self._study = study
         self._trial = trial
         self._pruner = study.pruner
+        self._multi = len(study.directions) > 1
+        if self._multi and direction is None:
+            raise ValueError("a multi-objective study's reporter needs the reported direction")
         self._fast = _reads_only_completed(self._pruner)
         self._never = isinstance(self._pruner, optuna.pruners.NopPruner)
-        self._view = _StudyView(study, ttl)
+        self._view = _StudyView(study, ttl, direction if self._multi else None)
         base = study._storage.get_trial(trial._trial_id)
         self._base = base
         # A retry starts with its first attempt's values (inherited by Optuna's retry).
@@ -85,7 +107,12 @@ class FastReporter:
 
     def report(self, value: float, step: int) -> None:
         """Record ``value`` for epoch ``step`` in the storage (a step is stored once)."""
-        self._trial.report(value, step)
+        if not self._multi:
+            self._trial.report(value, step)
+        elif step not in self._values:  # what Trial.report does, which refuses several objectives
+            self._study._storage.set_trial_intermediate_value(
+                self._trial._trial_id, step, float(value)
+            )
         self._values.setdefault(step, float(value))
 
     def should_prune(self) -> bool:
@@ -93,6 +120,9 @@ class FastReporter:
         if self._never:
             return False
         if not self._fast:
+            if self._multi:  # Trial.should_prune refuses several objectives
+                latest = self._study._storage.get_trial(self._trial._trial_id)
+                return self._pruner.prune(self._view, latest)  # type: ignore[arg-type]
             return self._trial.should_prune()
         b = self._base
         frozen = FrozenTrial(

@@ -30,32 +30,38 @@ def storage_of(cfg: SearchConfig) -> optuna.storages.BaseStorage:
 
 
 def create_study(cfg: SearchConfig) -> optuna.Study:
-    """Create the study, or load it if it exists (checking that its direction matches).
+    """Create the study, or load it if it exists (checking that its objectives match).
 
-    The study records its metric and epochs the first time, and the budget and provenance
-    (``hpo:<key>``) every time, so that status and export can report them.
+    The study records its metric (or objectives: one direction and metric name each) and
+    epochs the first time, and the budget and provenance (``hpo:<key>``) every time, so that
+    status and export can report them.
 
     Raises:
-        ConfigError: If an existing study of that name optimises the other direction.
+        ConfigError: If an existing study of that name optimises the other direction, or
+            other objectives.
 
     """
+    if cfg.objectives:
+        directions: dict[str, Any] = {"directions": [d for _, d in cfg.objectives]}
+    else:
+        directions = {"direction": cfg.direction}
     study = optuna.create_study(
-        study_name=cfg.study_name,
-        storage=storage_of(cfg),
-        direction=cfg.direction,
-        load_if_exists=True,
+        study_name=cfg.study_name, storage=storage_of(cfg), load_if_exists=True, **directions
     )
-    existing = study.direction.name.lower()
-    if existing != cfg.direction:
+    if cfg.objectives or len(study.directions) > 1:
+        _check_objectives(cfg, study)
+    elif (existing := study.direction.name.lower()) != cfg.direction:
         raise ConfigError(
             f"study {cfg.study_name!r} already exists and {existing}s; search it with "
             f"direction={existing!r}, or use another study_name"
         )
     attrs = study.user_attrs
     _check_continuation(cfg, attrs)
+    names = [n for n, _ in cfg.objectives] or [cfg.metric]
     if study.metric_names is None:
-        study.set_metric_names([cfg.metric])
-    first = {facts.EPOCHS_KEY: cfg.epochs, facts.METRIC_KEY: cfg.metric}
+        study.set_metric_names(names)
+    first: dict[str, Any] = {facts.EPOCHS_KEY: cfg.epochs}
+    first.update({facts.OBJECTIVES_KEY: names} if cfg.objectives else {facts.METRIC_KEY: names[0]})
     first.update({f"hpo:{key}": value for key, value in cfg.provenance.items()})
     for key, value in first.items():
         if key not in attrs:  # what the study began with; each trial records its own
@@ -63,6 +69,31 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
     if attrs.get(facts.BUDGET_KEY) != cfg.n_trials:
         study.set_user_attr(facts.BUDGET_KEY, cfg.n_trials)
     return study
+
+
+def _check_objectives(cfg: SearchConfig, study: optuna.Study) -> None:
+    """Refuse to continue a study on objectives other than its own (names or directions).
+
+    Raises:
+        ConfigError: If the study was searched on other objectives, or on one metric.
+
+    """
+    have = facts.objectives(study)
+    want = list(cfg.objectives) or [(cfg.metric, cfg.direction)]
+    if study.metric_names is None and [d for _, d in have] == [d for _, d in want]:
+        return  # created just now (its names are set next), or unnamed with these directions
+    if have != want:
+        flags = " ".join(f"--objective {n}:{d[:3]}" for n, d in have)
+        raise ConfigError(
+            f"study {cfg.study_name!r} already exists with the objectives "
+            f"{_describe(have)}, not {_describe(want)}; trials scored by other objectives "
+            f"cannot be compared. Search it with {flags}, or give the new search another "
+            "--study-name"
+        )
+
+
+def _describe(objectives: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{n}:{d[:3]}" for n, d in objectives)
 
 
 def _check_continuation(cfg: SearchConfig, attrs: dict[str, Any]) -> None:

@@ -53,5 +53,8 @@ class SearchTask(Protocol):
     def fit(self, run: Run, callbacks: Sequence[Callback]) -> FitState:
         """Train ``run`` with ``callbacks``."""
 
+    def pass_batch(self, batch: Any) -> Any:
+        """Run one batch through the model of the run last fitted (timed for latency)."""
+
     def worker_factory(self) -> Callable[[], SearchTask]:
         """Return a picklable callable that rebuilds this task in a worker process."""

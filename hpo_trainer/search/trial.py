@@ -23,9 +23,10 @@ import torch
 from optuna.trial import TrialState
 
 from hpo_trainer.errors import CheckpointError, NonFiniteLossError
-from hpo_trainer.search import facts
+from hpo_trainer.search import artifacts, facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
+from hpo_trainer.search.objectives import trial_values
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.train import checkpoint
@@ -92,7 +93,10 @@ def _train(
         limit = TimeLimit(cfg.trial_timeout, started=started)
     callbacks = [
         *([limit] if limit is not None else []),
-        PruningCallback(FastReporter(study, trial), cfg.metric),
+        PruningCallback(
+            FastReporter(study, trial, direction=cfg.direction if cfg.objectives else None),
+            cfg.metric,
+        ),
         # Every epoch, so a crash loses at most one; not fsynced (the checksum beside it
         # catches a torn write after a power cut, and the retry then starts over).
         CheckpointCallback(folder, every=1, filename="last.pt", durable=False),
@@ -138,7 +142,10 @@ def _run_trial(
             return _leave_for_retry(study, trial, attrs, run.state.epoch, resumed)
         if timed_out:  # pruned: its reported epochs stay, the last one is its value
             raise optuna.TrialPruned(timed_out)
-        value, attrs["best_epoch"] = _best(run.state.history, cfg.metric, cfg.direction)
+        if cfg.objectives:  # several values: the metrics at the best epoch, model measures
+            value, attrs["best_epoch"] = trial_values(task, run, cfg.objectives)
+        else:
+            value, attrs["best_epoch"] = _best(run.state.history, cfg.metric, cfg.direction)
         state = TrialState.COMPLETE
     except optuna.TrialPruned as exc:
         attrs["pruned"], state = str(exc) or "pruned", TrialState.PRUNED
@@ -157,7 +164,7 @@ def _run_trial(
     )
     for key, val in attrs.items():
         trial.set_user_attr(key, val)
-    if state == TrialState.COMPLETE and value is not None and math.isfinite(value):
+    if state == TrialState.COMPLETE and value is not None and _finite(value):
         study.tell(trial, value)
     else:
         study.tell(trial, state=state if state != TrialState.COMPLETE else TrialState.FAIL)
@@ -166,12 +173,22 @@ def _run_trial(
         trial.number,
         state.name.lower(),
         epochs_done,
-        f": {cfg.metric}={value:.5g}"
+        _describe(cfg, value)
         if value is not None
         else f" ({attrs.get('pruned') or attrs.get('failure')})",
     )
-    cleanup_checkpoints(study, cfg)
+    cleanup_checkpoints(study, cfg, completed=trial._trial_id if value is not None else None)
     return state, epochs_done - resumed
+
+
+def _finite(value: float | list[float]) -> bool:
+    return all(math.isfinite(v) for v in (value if isinstance(value, list) else [value]))
+
+
+def _describe(cfg: SearchConfig, value: float | list[float]) -> str:
+    if isinstance(value, list):
+        return ": " + ", ".join(f"{n}={v:.5g}" for (n, _), v in zip(cfg.objectives, value))
+    return f": {cfg.metric}={value:.5g}"
 
 
 def _best(history: Mapping[str, list[float]], metric: str, direction: str) -> tuple[float, int]:
@@ -252,11 +269,37 @@ def checkpoints_to_remove(
     return remove
 
 
-def cleanup_checkpoints(study: optuna.Study, cfg: SearchConfig) -> None:
-    """Remove checkpoints of finished trials, except the ``keep_checkpoints`` best ones."""
-    trials = study.get_trials(deepcopy=False, states=(*facts.FINISHED, TrialState.FAIL))
+def cleanup_checkpoints(
+    study: optuna.Study, cfg: SearchConfig, *, completed: int | None = None
+) -> None:
+    """Remove checkpoints of finished trials, except the ``keep_checkpoints`` best ones, and
+    their artifacts (:mod:`hpo_trainer.search.artifacts`).
+
+    Args:
+        study: The study.
+        cfg: The search's configuration.
+        completed: The id of a trial this worker just completed: if it is one of the best,
+            its checkpoint is first attached to the study as an artifact.
+
+    """
+    states = (*facts.FINISHED, TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False, states=states)
+    remove = checkpoints_to_remove(study, trials, cfg.keep_checkpoints)
+    store = artifacts.store_dir(cfg.storage, cfg.runs_dir)
+    mine = next((t for t in trials if t._trial_id == completed), None)
+    if mine is not None and mine.state == TrialState.COMPLETE:
+        number = mine.user_attrs.get("retry_of", mine.number)
+        if number not in remove:
+            artifacts.attach_checkpoint(
+                study, mine._trial_id, number, trial_dir(cfg, number) / "last.pt", store
+            )
+            # Read again: a trial told meanwhile may have pushed this one out. Either this
+            # read sees it, or that trial's worker sees this artifact in its own clean-up.
+            trials = study.get_trials(deepcopy=False, states=states)
+            remove = checkpoints_to_remove(study, trials, cfg.keep_checkpoints)
+    artifacts.detach_checkpoints(study, trials, remove, store)
     # Trials whose checkpoint this process already removed stay removed: check only the rest.
     removed = _REMOVED.setdefault((cfg.storage, cfg.study_name, cfg.runs_dir), set())
-    for number in checkpoints_to_remove(study, trials, cfg.keep_checkpoints) - removed:
+    for number in remove - removed:
         checkpoint.remove(trial_dir(cfg, number) / "last.pt")
         removed.add(number)
