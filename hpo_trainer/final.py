@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,7 +147,39 @@ def final_run(
         },
     }
     write_output(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
+    _attach(trainer, summary, provenance)
     return summary
+
+
+def _attach(
+    trainer: Trainer, summary: Mapping[str, Any], provenance: Mapping[str, Any] | None
+) -> None:
+    """Attach the summary and the model files to the study the params came from, if any."""
+    from hpo_trainer.search.artifacts import attach_run
+    from hpo_trainer.search.storage import mask_url
+
+    given = dict(provenance or {})
+    storage, study = given.get("storage"), given.get("study")
+    if not storage or not study:
+        return
+    if "***" in storage:  # a params file masks passwords: the environment's URL may match
+        env = os.environ.get("HPO_TRAINER_STORAGE", "")
+        if not env or mask_url(env) != storage:
+            logger.warning(
+                "the run is not attached to study %r: the params file's storage %s has its "
+                "password masked; set HPO_TRAINER_STORAGE to the full URL to attach it",
+                study,
+                storage,
+            )
+            return
+        storage = env
+    files = [Path(summary["run_dir"]) / "summary.json"]
+    files += [
+        Path(summary["files"][k])
+        for k in ("state_dict", "exported_program")
+        if k in summary["files"]
+    ]
+    attach_run(storage, study, files, runs_dir=trainer.runs_dir)
 
 
 def _plain(value: Any) -> Any:

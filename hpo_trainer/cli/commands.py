@@ -298,8 +298,12 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         )
     from optuna_dashboard import run_server
 
+    from hpo_trainer.search.artifacts import open_store, store_dir
+
+    folder = store_dir(url, args.runs_dir)
     _say(args, f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
-    run_server(url, host=args.host, port=args.port)
+    _say(args, f"artifacts (kept checkpoints, final runs) from {folder}")
+    run_server(url, host=args.host, port=args.port, artifact_store=open_store(folder))
     return 0
 
 

@@ -23,7 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpo_trainer.errors import CheckpointError, NonFiniteLossError
-from hpo_trainer.search import facts
+from hpo_trainer.search import artifacts, facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
 from hpo_trainer.search.objectives import trial_values
@@ -177,7 +177,7 @@ def _run_trial(
         if value is not None
         else f" ({attrs.get('pruned') or attrs.get('failure')})",
     )
-    cleanup_checkpoints(study, cfg)
+    cleanup_checkpoints(study, cfg, completed=trial._trial_id if value is not None else None)
     return state, epochs_done - resumed
 
 
@@ -269,11 +269,37 @@ def checkpoints_to_remove(
     return remove
 
 
-def cleanup_checkpoints(study: optuna.Study, cfg: SearchConfig) -> None:
-    """Remove checkpoints of finished trials, except the ``keep_checkpoints`` best ones."""
-    trials = study.get_trials(deepcopy=False, states=(*facts.FINISHED, TrialState.FAIL))
+def cleanup_checkpoints(
+    study: optuna.Study, cfg: SearchConfig, *, completed: int | None = None
+) -> None:
+    """Remove checkpoints of finished trials, except the ``keep_checkpoints`` best ones, and
+    their artifacts (:mod:`hpo_trainer.search.artifacts`).
+
+    Args:
+        study: The study.
+        cfg: The search's configuration.
+        completed: The id of a trial this worker just completed: if it is one of the best,
+            its checkpoint is first attached to the study as an artifact.
+
+    """
+    states = (*facts.FINISHED, TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False, states=states)
+    remove = checkpoints_to_remove(study, trials, cfg.keep_checkpoints)
+    store = artifacts.store_dir(cfg.storage, cfg.runs_dir)
+    mine = next((t for t in trials if t._trial_id == completed), None)
+    if mine is not None and mine.state == TrialState.COMPLETE:
+        number = mine.user_attrs.get("retry_of", mine.number)
+        if number not in remove:
+            artifacts.attach_checkpoint(
+                study, mine._trial_id, number, trial_dir(cfg, number) / "last.pt", store
+            )
+            # Read again: a trial told meanwhile may have pushed this one out. Either this
+            # read sees it, or that trial's worker sees this artifact in its own clean-up.
+            trials = study.get_trials(deepcopy=False, states=states)
+            remove = checkpoints_to_remove(study, trials, cfg.keep_checkpoints)
+    artifacts.detach_checkpoints(study, trials, remove, store)
     # Trials whose checkpoint this process already removed stay removed: check only the rest.
     removed = _REMOVED.setdefault((cfg.storage, cfg.study_name, cfg.runs_dir), set())
-    for number in checkpoints_to_remove(study, trials, cfg.keep_checkpoints) - removed:
+    for number in remove - removed:
         checkpoint.remove(trial_dir(cfg, number) / "last.pt")
         removed.add(number)
