@@ -41,6 +41,7 @@ FAST_MODULES = frozenset(
         "test_containers",
         "test_data",
         "test_heartbeat",
+        "test_objectives",
         "test_pruning",
         "test_space",
         "test_trainer",
@@ -55,6 +56,12 @@ SLOW_TESTS = frozenset(
         ("test_bad_input", "test_postgresql_url_without_a_driver_suffix"),
         # searches in subprocesses
         ("test_architecture", "test_a_search_runs_without_fcntl"),
+        # one multi-objective search of the digits study, read back
+        ("test_objectives", "test_a_multi_objective_search_from_the_command_line"),
+        ("test_objectives", "test_status_shows_the_pareto_front"),
+        ("test_objectives", "test_export_writes_the_front_and_picks_a_trial"),
+        ("test_objectives", "test_report_has_the_pareto_plot"),
+        ("test_objectives", "test_python_api_continues_and_refuses_other_objectives"),
     }
 )
 

@@ -134,9 +134,8 @@ def check_objectives(
             problems.append(f"objective {name!r} is given twice; name each metric once")
         else:
             pairs.append(pair)
-    if problems:
-        return (), problems
-    return tuple(pairs), _multi_problems(pairs, prune_on, pruner)
+    problems = problems or _multi_problems(pairs, prune_on, pruner)
+    return ((), problems) if problems else (tuple(pairs), [])
 
 
 def _multi_problems(pairs: list[Objective], prune_on: Any, pruner: Any) -> list[str]:
