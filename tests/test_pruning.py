@@ -89,9 +89,11 @@ def _run_lockstep(fast_study, slow_study, curves, *, stop_when_pruned):
 #: (pruner, whether it ever prunes on these histories)
 CASES = [
     ("median", True),
+    ("median-warm", True),
     ("percentile", True),
     ("patient", True),
     ("halving", True),
+    ("halving-warm", True),
     ("hyperband", True),
     ("none", False),
 ]
@@ -201,3 +203,31 @@ def test_pruning_callback_reports_every_epoch_and_raises_when_told():
         callback.on_epoch_end(state)
     assert state.stop_reason == "pruned after epoch 1 (val/loss=5)"
     assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 5.0}
+
+
+@pytest.mark.parametrize(
+    ("conditional", "n_trials", "chosen"),
+    [(False, 40, optuna.samplers.GPSampler), (True, 40, optuna.samplers.TPESampler),
+     (False, 500, optuna.samplers.TPESampler)],
+)  # fmt: skip
+def test_the_auto_sampler_chooses_by_space_and_budget(conditional, n_trials, chosen):
+    from torch.optim import SGD, Adam
+
+    from hpo_trainer.search.strategies import make_sampler
+    from hpo_trainer.space import Hyperparameters
+
+    hyp = Hyperparameters().choose_class([SGD, Adam]).add_float("lr", 1e-4, 1e-1, log=True)
+    if conditional:
+        hyp.add_float("momentum", 0.0, 0.99, when={"class": SGD})
+    sampler = make_sampler("auto", seed=0, spaces={"optimizer": hyp}, n_trials=n_trials)
+    assert type(sampler) is chosen
+
+
+def test_every_sampler_name_builds_a_sampler():
+    from hpo_trainer.search.strategies import SAMPLERS, make_sampler
+    from hpo_trainer.space import Hyperparameters
+
+    hyp = Hyperparameters().add_categorical("width", [8, 16])
+    for name in SAMPLERS:
+        sampler = make_sampler(name, seed=0, spaces={"model": hyp}, n_trials=10)
+        assert isinstance(sampler, optuna.samplers.BaseSampler), name

@@ -13,8 +13,19 @@ from hpo_trainer.errors import ConfigError, did_you_mean
 from hpo_trainer.space import Hyperparameters
 from hpo_trainer.space.dimensions import CategoricalDim, FloatDim, IntDim
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
-PRUNERS = ("median", "percentile", "halving", "hyperband", "patient", "none")
+SAMPLERS = ("tpe", "tpe-independent", "gp", "auto", "random", "cmaes", "qmc", "grid")
+#: ``auto`` uses the GP sampler up to this many trials when no parameter is conditional.
+AUTO_GP_MAX_TRIALS = 100
+PRUNERS = (
+    "median",
+    "median-warm",
+    "percentile",
+    "halving",
+    "halving-warm",
+    "hyperband",
+    "patient",
+    "none",
+)
 
 
 def check_sampler(sampler: Any) -> None:
@@ -67,8 +78,16 @@ def grid_space(spaces: Mapping[str, Hyperparameters]) -> dict[str, list[Any]]:
     return grid
 
 
+def _has_conditions(spaces: Mapping[str, Hyperparameters]) -> bool:
+    return any(hyp.conditions(name) for hyp in spaces.values() for name in hyp.searched)
+
+
 def make_sampler(
-    sampler: Any, *, seed: int | None, spaces: Mapping[str, Hyperparameters]
+    sampler: Any,
+    *,
+    seed: int | None,
+    spaces: Mapping[str, Hyperparameters],
+    n_trials: int | None = None,
 ) -> optuna.samplers.BaseSampler:
     """Build a sampler from its name (or return a sampler object as it is).
 
@@ -79,12 +98,17 @@ def make_sampler(
     check_sampler(sampler)
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return sampler
+    if sampler == "auto":
+        small = n_trials is not None and n_trials <= AUTO_GP_MAX_TRIALS
+        sampler = "gp" if small and not _has_conditions(spaces) else "tpe"
     if sampler == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
                 seed=seed, multivariate=True, group=True, constant_liar=True
             )
+    if sampler == "tpe-independent":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if sampler == "cmaes":
@@ -112,10 +136,16 @@ def make_pruner(pruner: Any, *, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3)
+    if pruner == "median-warm":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 5))
     if pruner == "percentile":
         return optuna.pruners.PercentilePruner(25.0, n_startup_trials=3)
     if pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if pruner == "halving-warm":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=max(1, epochs // 5), reduction_factor=3
+        )
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     return optuna.pruners.PatientPruner(
