@@ -75,11 +75,19 @@ def run_one(variant: str, family: str, seed: int, scratch: Path, args: argparse.
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        print(f"  warning: {family} {variant} seed {seed} exited {proc.returncode}: "
-              f"{proc.stderr.strip()[-300:]}")  # fmt: skip
+        print(
+            f"  warning: {family} {variant} seed {seed} exited {proc.returncode}: "
+            f"{proc.stderr.strip()[-300:]}"
+        )
     trials = sh.read_trials(url, "study")
-    return {"family": family, "variant": variant, "seed": seed, "wall": wall,
-            "exit": proc.returncode, **anytime(trials, began)}  # fmt: skip
+    return {
+        "family": family,
+        "variant": variant,
+        "seed": seed,
+        "wall": wall,
+        "exit": proc.returncode,
+        **anytime(trials, began),
+    }
 
 
 def anytime(trials: Sequence[Any], began: datetime.datetime) -> dict[str, Any]:
@@ -96,8 +104,14 @@ def anytime(trials: Sequence[Any], began: datetime.datetime) -> dict[str, Any]:
             best = min(best, t.value)
         points.append((epochs, (t.datetime_complete - began).total_seconds(), best))
     states = [t.state.name for t in done]
-    return {"epochs": epochs, "best": best, "points": points, "trials": len(done),
-            "pruned": states.count("PRUNED"), "failed": states.count("FAIL")}  # fmt: skip
+    return {
+        "epochs": epochs,
+        "best": best,
+        "points": points,
+        "trials": len(done),
+        "pruned": states.count("PRUNED"),
+        "failed": states.count("FAIL"),
+    }
 
 
 def epochs_to_reach(points: Sequence[Sequence[float]], value: float) -> float:
@@ -109,15 +123,20 @@ def summarise(records: list[dict[str, Any]], variants: list[str]) -> dict[str, d
     """Per family and variant: medians over seeds, and ratios to the hand-written script."""
     out: dict[str, dict[str, Any]] = {}
     for family in dict.fromkeys(r["family"] for r in records):
-        rows = {v: [r for r in records if r["family"] == family and r["variant"] == v]
-                for v in variants}  # fmt: skip
+        rows = {
+            v: [r for r in records if r["family"] == family and r["variant"] == v]
+            for v in variants
+        }
         script = {r["seed"]: r for r in rows["optuna-script"]}
         out[family] = {}
         for v, runs in rows.items():
             to_script = [
-                sh.ratio(epochs_to_reach(r["points"], script[r["seed"]]["best"]),
-                         script[r["seed"]]["epochs"])  # fmt: skip
-                for r in runs if r["seed"] in script
+                sh.ratio(
+                    epochs_to_reach(r["points"], script[r["seed"]]["best"]),
+                    script[r["seed"]]["epochs"],
+                )
+                for r in runs
+                if r["seed"] in script
             ]
             out[family][v] = {
                 "best": sh.median(r["best"] for r in runs),
@@ -125,9 +144,10 @@ def summarise(records: list[dict[str, Any]], variants: list[str]) -> dict[str, d
                 "wall": sh.median(r["wall"] for r in runs),
                 "to_script": sh.median(to_script) if to_script else math.nan,
                 "wall_ratio": sh.median(
-                    sh.ratio(r["wall"], script[r["seed"]]["wall"]) for r in runs
+                    sh.ratio(r["wall"], script[r["seed"]]["wall"])
+                    for r in runs
                     if r["seed"] in script
-                ),  # fmt: skip
+                ),
                 "pruned": sh.median(r["pruned"] for r in runs),
                 "seeds": len(runs),
             }
@@ -136,16 +156,34 @@ def summarise(records: list[dict[str, Any]], variants: list[str]) -> dict[str, d
 
 def table(summary: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Rows of the quality table: a family's variants, best loss relative to the script's."""
-    headers = ["family", "variant", "best val loss", "x script", "epochs", "epochs to script's",
-               "pruned", "wall s", "wall x script"]  # fmt: skip
+    headers = [
+        "family",
+        "variant",
+        "best val loss",
+        "x script",
+        "epochs",
+        "epochs to script's",
+        "pruned",
+        "wall s",
+        "wall x script",
+    ]
     rows = []
     for family, variants in summary.items():
         base = variants["optuna-script"]["best"]
         for v, s in variants.items():
-            rows.append([family, v, f"{s['best']:.4g}", sh.fmt(sh.ratio(s["best"], base), ".3f"),
-                         f"{s['epochs']:.0f}", sh.fmt(s["to_script"], ".2f"),
-                         f"{s['pruned']:.0f}", f"{s['wall']:.1f}",
-                         sh.fmt(s["wall_ratio"], ".2f")])  # fmt: skip
+            rows.append(
+                [
+                    family,
+                    v,
+                    f"{s['best']:.4g}",
+                    sh.fmt(sh.ratio(s["best"], base), ".3f"),
+                    f"{s['epochs']:.0f}",
+                    sh.fmt(s["to_script"], ".2f"),
+                    f"{s['pruned']:.0f}",
+                    f"{s['wall']:.1f}",
+                    sh.fmt(s["wall_ratio"], ".2f"),
+                ]
+            )
     return headers, rows
 
 
@@ -167,9 +205,13 @@ def targets(summary: dict[str, dict[str, Any]], variant: str = "default") -> lis
         "wall": f"wall time <= {TARGETS['wall']}x the script's",
     }
     return [
-        sh.result(f"{variant}_{k}_families", len(met[k]), "d",
-                  f"{what[k]} on >= {need} families; met on: {', '.join(met[k]) or 'none'}",
-                  len(met[k]) >= need)  # fmt: skip
+        sh.result(
+            f"{variant}_{k}_families",
+            len(met[k]),
+            "d",
+            f"{what[k]} on >= {need} families; met on: {', '.join(met[k]) or 'none'}",
+            len(met[k]) >= need,
+        )
         for k in met
     ]
 
@@ -207,11 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     families = list(dict.fromkeys(args.only or FAMILIES))
     variants = ["default", *BASELINES, *filter(None, args.candidates.split(","))]
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"bench_quality: {', '.join(families)}; {args.seeds} seeds; {args.trials} trials x "
-          f"{args.epochs} epochs, {args.workers} workers; variants {', '.join(variants)}")  # fmt: skip
+    print(
+        f"bench_quality: {', '.join(families)}; {args.seeds} seeds; {args.trials} trials x "
+        f"{args.epochs} epochs, {args.workers} workers; variants {', '.join(variants)}"
+    )
     records, started = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_quality_") as scratch, \
-            (args.out / "runs.jsonl").open("a") as log:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_quality_") as scratch,
+        (args.out / "runs.jsonl").open("a") as log,
+    ):
         for family in families:
             for seed in range(args.seeds):
                 k = seed % len(variants)
@@ -220,8 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     records.append(record)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    print(f"  {family} seed {seed} {variant}: best {record['best']:.4g}, "
-                          f"{record['epochs']} epochs, {record['wall']:.1f} s", flush=True)  # fmt: skip
+                    print(
+                        f"  {family} seed {seed} {variant}: best {record['best']:.4g}, "
+                        f"{record['epochs']} epochs, {record['wall']:.1f} s",
+                        flush=True,
+                    )
     return report(records, variants, args.out, time.perf_counter() - started)
 
 
@@ -229,9 +278,11 @@ def report(records: list[dict[str, Any]], variants: list[str], out: Path, took: 
     """Print and write the table, the plot and the RESULT lines."""
     summary = summarise(records, variants)
     headers, rows = table(summary)
-    note = (f"Medians over {max(r['seed'] for r in records) + 1} seeds; 'x script': relative to "
-            "the hand-written Optuna script (TPE, MedianPruner(5, 3)); 'epochs to script's': "
-            "epochs to reach the script's final best, over the script's epochs (inf: never).")  # fmt: skip
+    note = (
+        f"Medians over {max(r['seed'] for r in records) + 1} seeds; 'x script': relative to "
+        "the hand-written Optuna script (TPE, MedianPruner(5, 3)); 'epochs to script's': "
+        "epochs to reach the script's final best, over the script's epochs (inf: never)."
+    )
     sh.print_table("search quality per family (" + note + ")", headers, rows)
     write_table(out / "table.md", headers, rows, note)
     quality_plot.write_svg(out / "curves.svg", records, variants)

@@ -15,9 +15,8 @@ import subprocess
 import sys
 
 import optuna
-import torch
-
 import quality_tasks as tasks
+import torch
 
 MODE, KIND, URL, STUDY, FAMILY = sys.argv[1:6]
 N_TRIALS, N_PROCS, EPOCHS, SEED = (int(a) for a in sys.argv[6:10])
