@@ -60,7 +60,7 @@ class Family:
 
 SPECS = {
     "tabular": Family(lr=(1e-4, 1.0), batch_sizes=(16, 32, 64, 128)),
-    "cnn": Family(lr=(1e-4, 0.3), batch_sizes=(16, 32, 64, 128), width=(4, 32)),
+    "cnn": Family(lr=(1e-4, 0.3), batch_sizes=(16, 32, 64, 128), width=(4, 16)),
     "regression": Family(lr=(1e-5, 0.3), batch_sizes=(16, 32, 64), regression=True),
     "noisy": Family(lr=(1e-4, 1.0), batch_sizes=(32, 64, 128, 256)),
     "lr_batch": Family(lr=(1e-4, 1.0), batch_sizes=(8, 32, 128, 512)),
