@@ -302,7 +302,10 @@ class Trainer(Recipe, LastRun):
             iters: Finished trials the study should have in total, across all workers.
             **options: See :func:`hpo_trainer.search.config.make_config` (``study_name``,
                 ``storage``, ``sampler``, ``pruner``, ``n_workers``, ``devices``,
-                ``timeout``, ``seed``, ``direction``, ``metric``, ...).
+                ``timeout``, ``seed``, ``direction``, ``metric``, ``objectives``,
+                ``prune_on``, ...). With ``objectives=["val/loss:min", "model/params:min"]``
+                the study is multi-objective; :meth:`train` then uses the Pareto front's
+                best trial by the first objective.
 
         Returns:
             The ``optuna.Study``.
