@@ -145,7 +145,11 @@ def metric(study: optuna.Study) -> str | None:
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
-    """Return a JSON-ready summary: states, best, running trials, budget and time left."""
+    """Return a JSON-ready summary: states, best, running trials, budget and time left.
+
+    A multi-objective study's summary also has ``objectives`` and ``pareto_front``; its
+    ``metric``, ``direction`` and ``best`` are those of the first objective.
+    """
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     top = best(study, trials)

@@ -66,7 +66,7 @@ def _parse(item: Any) -> tuple[Objective | None, str | None]:
         return None, f"objective {item!r} has no metric name; write it as e.g. 'val/loss:min'"
     if word == "":
         return (name, default_direction(name)), None
-    if word not in _DIRECTIONS:
+    if not isinstance(word, str) or word not in _DIRECTIONS:
         return None, (
             f"objective {item!r}: the direction must be min or max (or minimize, maximize), "
             f"got {word!r}; e.g. '{name}:min'"
