@@ -57,13 +57,26 @@ def _pick_study(storage: Any, name: str | None) -> str:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from hpo_trainer import studyfile
-    from hpo_trainer.search.engine import search
+    from hpo_trainer.search.early import EarlyWorkers, may_have_cuda
 
     if not args.debug:
         # The live progress line replaces the per-trial log lines of the workers.
         os.environ["HPO_TRAINER_LOG_LEVEL"] = "WARNING"
         logging.getLogger("hpo_trainer.search").setLevel(logging.WARNING)
+    if (args.workers or 1) > 1 and args.devices is None and not may_have_cuda():
+        # Start the workers before importing torch here: their start-up overlaps ours.
+        path = str(Path(args.study_file).resolve())
+        options = {**dict(args.options), "runs_dir": args.runs_dir, "quiet": True}
+        build = "hpo_trainer.studyfile:load_trainer_from_file"
+        with EarlyWorkers(build, (path,), options, args.workers) as early:
+            return _search(args, early)
+    return _search(args, None)
+
+
+def _search(args: argparse.Namespace, early: Any) -> int:
+    from hpo_trainer import studyfile
+    from hpo_trainer.search.engine import search
+
     defaults = studyfile.defaults(args.study_file, "SEARCH")
     trainer = studyfile.load_trainer_from_file(
         args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=True
@@ -99,7 +112,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         )
 
     with _live(args, sys.stderr.isatty()) as show:
-        outcome = search(trainer, progress=show, on_start=announce, **options)
+        outcome = search(trainer, progress=show, on_start=announce, early=early, **options)
     cfg = outcome.config
     _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
     if outcome.problem is not None:

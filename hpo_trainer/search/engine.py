@@ -25,6 +25,7 @@ import optuna
 
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig, make_config
+from hpo_trainer.search.early import EarlyWorkers
 from hpo_trainer.search.objectives import MODEL_MEASURES
 from hpo_trainer.search.processes import run_workers
 from hpo_trainer.search.progress import Monitor, Progress
@@ -33,6 +34,7 @@ from hpo_trainer.search.study import create_study, storage_of
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.warmstart import enqueue_known, warm_start_params
 from hpo_trainer.search.worker import run_worker
+from hpo_trainer.train import interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ def search(
     n_trials: int,
     progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[SearchConfig], None] | None = None,
+    early: EarlyWorkers | None = None,
     **options: Any,
 ) -> SearchOutcome:
     """Run (or continue) a search until the study has ``n_trials`` finished trials.
@@ -85,6 +88,8 @@ def search(
             the study changes (read from the storage, so it sees every worker).
         on_start: Called with the checked configuration once the study exists, before
             the first trial.
+        early: Worker processes started before the task was built (see
+            :mod:`~hpo_trainer.search.early`); they run the search if they fit it.
         **options: See :func:`~hpo_trainer.search.config.make_config` (``n_workers``,
             ``devices``, ``storage``, ``study_name``, ``sampler``, ``pruner``,
             ``trial_timeout``, ``enqueue``, ``warm_start_from``, ...).
@@ -114,13 +119,16 @@ def search(
     if on_start is not None:
         on_start(cfg)
     started = time.monotonic()
+    interrupt.clear()
     codes: list[int] = []
     monitor = Monitor(study, cfg.n_trials, progress) if progress else contextlib.nullcontext()
     with monitor:
         if cfg.in_process:
+            if early is not None:
+                early.cancel()
             run_worker(task, cfg)
         else:
-            codes = run_workers(task, cfg)
+            codes = run_workers(task, cfg, early)
     file.check()  # loading a lost file's study would create an empty one in its place
     study = optuna.load_study(study_name=cfg.study_name, storage=storage_of(cfg))
     return _outcome(study, cfg, codes, time.monotonic() - started)

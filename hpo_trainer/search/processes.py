@@ -15,26 +15,16 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
-import optuna
-import torch
-
-from hpo_trainer.errors import HpoTrainerError, Interrupted
+from hpo_trainer.errors import Interrupted
 from hpo_trainer.search.config import SearchConfig
+from hpo_trainer.search.early import EarlyWorkers, threads_env
 from hpo_trainer.search.task import SearchTask
-from hpo_trainer.search.worker import run_worker
+from hpo_trainer.search.workerproc import worker_main
 from hpo_trainer.train.devices import visible_gpus
 
 logger = logging.getLogger(__name__)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) -> dict[str, str]:
@@ -46,33 +36,11 @@ def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) ->
         devices: GPU ids to spread workers over (default: the visible GPUs).
 
     """
-    threads = max(1, _cores() // n_workers)
-    env = {"OMP_NUM_THREADS": str(threads), "HPO_TRAINER_THREADS": str(threads)}
+    env = threads_env(n_workers)
     devices = visible_gpus() if devices is None else devices
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
     return env
-
-
-def _worker_main(factory: Callable[[], SearchTask], cfg: SearchConfig, worker: int) -> None:
-    threads = int(os.environ.get("HPO_TRAINER_THREADS", "0"))
-    if threads:
-        torch.set_num_threads(threads)
-    level = os.environ.get("HPO_TRAINER_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format=f"[worker {worker}] %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        run_worker(factory(), cfg, worker=worker)
-    except KeyboardInterrupt:  # before the worker's own handlers were installed
-        raise SystemExit(130) from None
-    except Interrupted as exc:
-        raise SystemExit(exc.exit_code) from None
-    except HpoTrainerError as exc:  # said in one line; the parent reports the exit code
-        logging.getLogger(__name__).error("%s", exc)
-        raise SystemExit(1) from None
-    # Everything is in the storage: skip the interpreter's slow tear-down of torch.
-    logging.shutdown()
-    os._exit(0)
 
 
 def _start_ignoring_sigint(proc: Any, handler: Any) -> None:
@@ -113,8 +81,13 @@ def _join(procs: list[Any], received: list[int]) -> None:
             _send(procs, received[0])
 
 
-def run_workers(task: SearchTask, cfg: SearchConfig) -> list[int]:
+def run_workers(
+    task: SearchTask, cfg: SearchConfig, early: EarlyWorkers | None = None
+) -> list[int]:
     """Start ``cfg.n_workers`` spawned worker processes on the study and wait for them.
+
+    Workers started ``early`` are handed the configuration instead when they fit it (as
+    many, no GPU); otherwise they are cancelled and new ones spawned.
 
     SIGINT and SIGTERM are passed on to every worker; each stops at its next batch
     boundary, leaves its trial to be retried, and exits with 128 + the signal number.
@@ -142,11 +115,17 @@ def run_workers(task: SearchTask, cfg: SearchConfig) -> list[int]:
 
     saved = dict(os.environ)
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if early is not None:
+        gpus = visible_gpus() if devices is None else devices
+        if len(early.procs) == n_workers and not gpus:
+            procs.extend(early.hand_over(cfg))
+        else:
+            early.cancel()
     try:
-        for i in range(n_workers):
+        for i in range(len(procs), n_workers):
             # A spawned child copies this process's environment when it starts.
             os.environ.update(worker_env(i, n_workers, devices))
-            proc = ctx.Process(target=_worker_main, args=(factory, cfg, i), name=f"worker-{i}")
+            proc = ctx.Process(target=worker_main, args=(factory, cfg, i), name=f"worker-{i}")
             _start_ignoring_sigint(proc, forward)
             procs.append(proc)
             os.environ.clear()

@@ -70,9 +70,7 @@ def run_worker(task: SearchTask, cfg: SearchConfig, *, worker: int = 0) -> Worke
     study = optuna.load_study(
         study_name=cfg.study_name,
         storage=storage,
-        sampler=make_sampler(
-            cfg.sampler, seed=seed, spaces=task.spaces, n_trials=cfg.n_trials
-        ),
+        sampler=make_sampler(cfg.sampler, seed=seed, spaces=task.spaces, n_trials=cfg.n_trials),
         pruner=make_pruner(cfg.pruner, epochs=cfg.epochs),
     )
     report = WorkerReport(worker)

@@ -45,6 +45,14 @@ class StopFlag:
 FLAG = StopFlag()
 
 
+def clear() -> None:
+    """Forget a signal received earlier, so that a new search in this process starts afresh.
+
+    In a notebook, a search stopped with Ctrl-C must not stop the next one at once.
+    """
+    FLAG.signum = None
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopFlag]:
     """Turn SIGINT and SIGTERM into :data:`FLAG` while the block runs (main thread only)."""

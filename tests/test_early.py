@@ -1,0 +1,47 @@
+"""Workers started early (``hpo_trainer.search.early``): handed the configuration once the
+study exists, cancelled quietly when the search is refused or needs other workers."""
+
+import time
+from pathlib import Path
+
+from scenarios import hpo
+
+from hpo_trainer.search import search
+from hpo_trainer.search.early import EarlyWorkers
+from hpo_trainer.studyfile import load_trainer_from_file
+
+BUILD = "hpo_trainer.studyfile:load_trainer_from_file"
+DIGITS = str(Path(__file__).resolve().parents[1] / "studies" / "digits_mlp.py")
+
+
+def test_early_workers_run_the_search_they_are_handed(tmp_path):
+    options = {"runs_dir": str(tmp_path / "runs"), "quiet": True}
+    with EarlyWorkers(BUILD, (DIGITS,), options, 2) as early:
+        trainer = load_trainer_from_file(DIGITS, **options)
+        outcome = search(trainer, epochs=1, n_trials=4, n_workers=2, pruner="none", early=early)
+    assert outcome.complete and outcome.finished == 4 and outcome.dead_workers == ()
+    # both early processes ran trials (each trial records the worker that ran it)
+    assert {t.user_attrs["worker"] for t in outcome.study.trials} == {0, 1}
+    assert all(p.exitcode == 0 for p in early.procs)
+
+
+def test_early_workers_that_do_not_fit_are_cancelled_and_others_spawned(tmp_path):
+    options = {"runs_dir": str(tmp_path / "runs"), "quiet": True}
+    with EarlyWorkers(BUILD, (DIGITS,), options, 3) as early:
+        trainer = load_trainer_from_file(DIGITS, **options)
+        outcome = search(trainer, epochs=1, n_trials=2, n_workers=2, pruner="none", early=early)
+    assert outcome.complete and outcome.finished == 2
+    assert [p.exitcode for p in early.procs] == [0, 0, 0]  # cancelled: exited doing nothing
+
+
+def test_a_refused_search_cancels_its_early_workers_quietly(tmp_path):
+    began = time.monotonic()
+    proc = hpo(
+        "search", DIGITS, "--workers", "2", "--trials", "2", "--sampler", "nope",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "unknown sampler 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr and "[worker" not in proc.stderr
+    assert not (tmp_path / "runs" / "studies.db").exists()
+    assert time.monotonic() - began < 60  # nobody waits on a worker that never gets work
