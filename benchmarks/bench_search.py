@@ -2,7 +2,9 @@
 (``report`` + ``should_prune``) in a SQLite study of 1,000 trials, hpo-trainer's set-up vs
 Optuna's default; ``workers``, trials per minute of 2 workers over 1 (compute-bound trials,
 fastest round); ``cli``, ``hpo-trainer search`` vs the same search in plain Optuna
-(``plain_optuna_digits.py``); ``pruning``, the default median pruner vs none, same seeds.
+(``plain_optuna_digits.py``); ``pruning``, the default median pruner vs none, same seeds;
+``epoch``, the cost of one epoch inside a trial (training, report and pruning decision,
+checkpoint, TensorBoard) against a hand-written Optuna objective, same model and params.
 
 Run: .venv/bin/python benchmarks/bench_search.py [--quick] [--only PART]
 """
@@ -44,7 +46,10 @@ SIZES = {  # full, quick
     "workers": ((10, 20, 2), (4, 6, 1)),  # trials, epochs, rounds
     "cli": ((40, 2), (12, 1)),  # trials, rounds
     "pruning": ((40, (0, 1, 2, 3, 4)), (20, (0,))),  # trials, seeds
+    "epoch": ((8, 20, 5), (3, 5, 1)),  # trials, epochs, rounds
 }
+EPOCH_TARGET = 1.05  # hpo-trainer trial epoch / hand-written objective epoch, at most
+FIXED = {"lr": 0.03, "hidden_size": 64}
 DISTS = {
     "optimizer.lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
     "model.hidden_size": optuna.distributions.CategoricalDistribution([16, 32, 64, 128]),
@@ -157,6 +162,89 @@ def bench_workers(args: argparse.Namespace, tmp: Path) -> list[str]:
     ]
 
 
+def hand_written_epochs(n_trials: int, epochs: int, tmp: Path) -> sh.SearchRun:
+    """Trials of the digits MLP in a hand-written Optuna objective, params fixed to ``FIXED``:
+    the same model, optimizer, scheduler, batches and median pruner as the study file."""
+    import runpy
+
+    import torch
+    from torch import nn
+
+    splits = runpy.run_path(str(DIGITS))["load_digits_split"]()
+    (x, y), (xv, yv) = splits["train"], splits["val"]
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        hidden = trial.suggest_categorical("hidden_size", [16, 32, 64, 128])
+        torch.manual_seed(trial.number)
+        model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 10, gamma=0.5)
+        loss_fn, best = nn.CrossEntropyLoss(), float("inf")
+        for epoch in range(1, epochs + 1):
+            model.train()
+            perm = torch.randperm(len(x))
+            for i in range(0, len(x), 64):
+                idx = perm[i : i + 64]
+                opt.zero_grad()
+                loss_fn(model(x[idx]), y[idx]).backward()
+                opt.step()
+            sched.step()
+            model.eval()
+            with torch.no_grad():
+                val = loss_fn(model(xv), yv).item()
+            best = min(best, val)
+            trial.report(val, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return best
+
+    url = f"sqlite:///{Path(tempfile.mkdtemp(dir=tmp)) / 'hand.db'}"
+    sampler = optuna.samplers.PartialFixedSampler(FIXED, optuna.samplers.RandomSampler(0))
+    study = optuna.create_study(storage=url, sampler=sampler, pruner=optuna.pruners.MedianPruner())
+    began, started = datetime.datetime.now(), time.perf_counter()
+    with sh.torch_threads(1):
+        study.optimize(objective, n_trials=n_trials)
+    return sh.summarise(study.trials, began, time.perf_counter() - started, 1)
+
+
+def bench_epoch(args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Part ``epoch``: ms per epoch inside trials, hpo-trainer's trial vs hand-written."""
+    n_trials, epochs, rounds = SIZES["epoch"][args.quick]
+    fixed = {"optimizer.lr": FIXED["lr"], "model.hidden_size": FIXED["hidden_size"]}
+
+    def product() -> sh.SearchRun:
+        sampler = optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.RandomSampler(0))
+        run, _ = sh.timed_search(
+            DIGITS, tmp / "epoch.log", 1, {}, epochs=epochs, n_trials=n_trials, n_workers=1,
+            sampler=sampler, pruner="median", seed=0,
+        )  # fmt: skip
+        return run
+
+    runs = sh.interleave(
+        {
+            "hpo-trainer trial": product,
+            "hand-written objective": lambda: hand_written_epochs(n_trials, epochs, tmp),
+        },  # fmt: skip
+        rounds,
+        warm_up=True,
+    )
+    ms = {k: sh.median(r.ms_per_epoch for r in rs) for k, rs in runs.items()}
+    sh.print_table(
+        f"epoch: ms per epoch inside trials ({n_trials} trials x {epochs} epochs of the digits "
+        f"MLP, params fixed, 1 thread, {rounds} interleaved rounds, each search's first trial "
+        "left out); hpo-trainer's includes report + pruning decision, the per-epoch "
+        "checkpoint and TensorBoard",
+        ["variant", "ms/epoch (median of rounds)", "rounds"],
+        [
+            [k, f"{v:.2f}", " ".join(f"{r.ms_per_epoch:.2f}" for r in runs[k])]
+            for k, v in ms.items()
+        ],
+    )
+    r = sh.ratio(ms["hpo-trainer trial"], ms["hand-written objective"])
+    return [sh.result("epoch_cost_ratio", r, ".3f", f"<= {EPOCH_TARGET}", r <= EPOCH_TARGET)]
+
+
 def cli_search(plain: bool, n_trials: int, tmp: Path) -> sh.SearchRun:
     """Run ``hpo-trainer search``, or with ``plain`` the plain-Optuna script, timed."""
     folder, log = Path(tempfile.mkdtemp(dir=tmp)), tmp / "cli.log"
@@ -254,4 +342,5 @@ def bench_pruning(args: argparse.Namespace, tmp: Path) -> list[str]:
 
 if __name__ == "__main__":
     parts = {"storage": bench_storage, "workers": bench_workers, "cli": bench_cli}
-    sys.exit(sh.main(__doc__ or "", {**parts, "pruning": bench_pruning}))
+    parts |= {"pruning": bench_pruning, "epoch": bench_epoch}
+    sys.exit(sh.main(__doc__ or "", parts))

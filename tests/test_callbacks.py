@@ -1,4 +1,5 @@
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -132,3 +133,25 @@ def test_a_callback_state_that_a_safe_load_would_refuse_is_named():
 
     with pytest.raises(ConfigError, match=r"Keeps:0's state.*\['seen'\]\[1\]\['when'\]"):
         callback_states([Keeps()])
+
+
+def test_checkpoints_written_in_the_background_equal_those_written_in_line(make_trainer, tmp_path):
+    from hpo_trainer import CheckpointCallback
+
+    saved = {}
+    for background in (False, True):
+        tr = make_trainer()
+        run = tr.build(tr.resolve_params(GOOD), epochs=4, seed=0, with_test=False)
+        folder = tmp_path / f"background-{background}"
+        saver = CheckpointCallback(folder, background=background)
+        tr.fit(run, [saver])
+        assert saver._pending is None and saver._writer is None  # flushed at the fit's end
+        saved[background] = [checkpoint.load(folder / f"epoch-{e:04d}.pt") for e in (1, 2, 3, 4)]
+    for inline, behind in zip(saved[False], saved[True]):
+        assert inline["epoch"] == behind["epoch"] and inline["history"] == behind["history"]
+        for name, tensor in inline["model"].items():
+            # each epoch's weights, not later ones: the writer saved a copy taken at the end
+            assert torch.equal(tensor, behind["model"][name]), (inline["epoch"], name)
+    assert not torch.equal(
+        saved[True][0]["model"]["h.weight"], saved[True][3]["model"]["h.weight"]
+    )

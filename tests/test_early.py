@@ -45,3 +45,14 @@ def test_a_refused_search_cancels_its_early_workers_quietly(tmp_path):
     assert "Traceback" not in proc.stderr and "[worker" not in proc.stderr
     assert not (tmp_path / "runs" / "studies.db").exists()
     assert time.monotonic() - began < 60  # nobody waits on a worker that never gets work
+
+
+def test_a_signal_from_an_earlier_search_does_not_stop_the_next(tmp_path):
+    import signal
+
+    from hpo_trainer.train.interrupt import FLAG
+
+    FLAG.signum = signal.SIGINT  # as a Ctrl-C in a notebook leaves it
+    trainer = load_trainer_from_file(DIGITS, runs_dir=str(tmp_path / "runs"), quiet=True)
+    outcome = search(trainer, epochs=1, n_trials=2, pruner="none")
+    assert outcome.complete and outcome.finished == 2 and FLAG.signum is None

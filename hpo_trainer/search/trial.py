@@ -88,6 +88,11 @@ def _train(
 
     """
     board = TensorBoardCallback(folder, hparams=hparams)
+    # Every epoch, written by a background thread while the next epoch trains (at most one
+    # write in flight, so a killed worker resumes from the last or the one before); not
+    # fsynced (the checksum beside it catches a torn write after a power cut, and the
+    # retry then starts over).
+    saver = CheckpointCallback(folder, every=1, filename="last.pt", durable=False, background=True)
     limit = None
     if cfg.trial_timeout is not None:  # counted from the trial's start, building included
         limit = TimeLimit(cfg.trial_timeout, started=started)
@@ -97,9 +102,7 @@ def _train(
             FastReporter(study, trial, direction=cfg.direction if cfg.objectives else None),
             cfg.metric,
         ),
-        # Every epoch, so a crash loses at most one; not fsynced (the checksum beside it
-        # catches a torn write after a power cut, and the retry then starts over).
-        CheckpointCallback(folder, every=1, filename="last.pt", durable=False),
+        saver,
         board,
     ]
     FLAG.state = run.state
@@ -109,6 +112,7 @@ def _train(
         task.fit(run, callbacks)
     finally:
         FLAG.state = None
+        saver.flush()  # also when pruned: no write may land after the trial's clean-up
         board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
     return limit.reason if limit is not None else None
 

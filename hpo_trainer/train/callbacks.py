@@ -7,11 +7,13 @@ setting ``state.stop``. Pruning is a callback too, on the search side
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,11 @@ class CheckpointCallback(Callback):
         filename: The file name; ``{epoch}`` is filled in (``"last.pt"`` keeps one file).
         extra: Called with the state; its dict is added to each checkpoint.
         durable: Flush each checkpoint to the disk (see :func:`hpo_trainer.checkpoint.save`).
+        background: Serialize and write each checkpoint in a background thread, from a copy
+            of the state taken at the epoch's end, so training goes on meanwhile. At most one
+            write is in flight (the next save waits for it), so a process killed at any
+            moment has the previous epoch's checkpoint at least; call :meth:`flush` (done at
+            the end of a fit) before reading the file.
 
     """
 
@@ -50,8 +57,12 @@ class CheckpointCallback(Callback):
         filename: str = "epoch-{epoch:04d}.pt",
         extra: Callable[[FitState], Mapping[str, Any]] | None = None,
         durable: bool = True,
+        background: bool = False,
     ) -> None:
         self.durable = durable
+        self.background = background
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[Path] | None = None
         self.directory = Path(directory)
         self.every = every
         self.filename = filename
@@ -86,16 +97,46 @@ class CheckpointCallback(Callback):
             )
         elif state.epoch > 0 and self._saved != state.epoch:
             self.save(state)
+        self.flush()
 
     def save(self, state: FitState) -> Path:
-        """Save a checkpoint of ``state`` now and return its path."""
+        """Save a checkpoint of ``state`` (in the background if asked) and return its path."""
         ckpt = checkpoint.capture(state)
         if self.extra is not None:
             ckpt.update(self.extra(state))
         path = self.directory / self.filename.format(epoch=state.epoch)
-        self.last_path = checkpoint.save(ckpt, path, durable=self.durable)
+        if self.background:
+            snapshot = copy.deepcopy(ckpt)  # training changes the tensors in place
+            self._wait()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+            self._pending = self._writer.submit(
+                checkpoint.save, snapshot, path, durable=self.durable
+            )
+        else:
+            self.last_path = checkpoint.save(ckpt, path, durable=self.durable)
         self._saved = state.epoch
-        return self.last_path
+        return path
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.last_path = pending.result()
+
+    def flush(self) -> None:
+        """Wait for the checkpoint being written in the background, if any, and stop the
+        writer thread.
+
+        Raises:
+            OSError: If that write failed.
+
+        """
+        try:
+            self._wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:
