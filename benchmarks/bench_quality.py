@@ -234,6 +234,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--candidates", default="", help="SAMPLER/PRUNER,... also to compare")
     p.add_argument("--out", type=Path, help="run folder (default runs/bench_quality/<time>)")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="RUNS_JSONL",
+        help="run nothing: report the runs of an earlier run folder's runs.jsonl",
+    )
     args = p.parse_args(argv)
     trials, epochs, seeds = SIZES[args.quick]
     args.trials, args.epochs = args.trials or trials, args.epochs or epochs
@@ -249,6 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     families = list(dict.fromkeys(args.only or FAMILIES))
     variants = ["default", *BASELINES, *filter(None, args.candidates.split(","))]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report is not None:
+        records = [json.loads(line) for line in args.report.read_text().splitlines()]
+        records = [r for r in records if r["family"] in families]
+        seen = list(dict.fromkeys(r["variant"] for r in records))
+        return report(
+            records,
+            [v for v in variants if v in seen] + [v for v in seen if v not in variants],
+            args.out,
+            0.0,
+        )
     print(
         f"bench_quality: {', '.join(families)}; {args.seeds} seeds; {args.trials} trials x "
         f"{args.epochs} epochs, {args.workers} workers; variants {', '.join(variants)}"
