@@ -167,44 +167,16 @@ def hand_written_epochs(n_trials: int, epochs: int, tmp: Path) -> sh.SearchRun:
     the same model, optimizer, scheduler, batches and median pruner as the study file."""
     import runpy
 
-    import torch
-    from torch import nn
+    from plain_optuna_digits import objective
 
     splits = runpy.run_path(str(DIGITS))["load_digits_split"]()
-    (x, y), (xv, yv) = splits["train"], splits["val"]
-
-    def objective(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
-        hidden = trial.suggest_categorical("hidden_size", [16, 32, 64, 128])
-        torch.manual_seed(trial.number)
-        model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-        sched = torch.optim.lr_scheduler.StepLR(opt, 10, gamma=0.5)
-        loss_fn, best = nn.CrossEntropyLoss(), float("inf")
-        for epoch in range(1, epochs + 1):
-            model.train()
-            perm = torch.randperm(len(x))
-            for i in range(0, len(x), 64):
-                idx = perm[i : i + 64]
-                opt.zero_grad()
-                loss_fn(model(x[idx]), y[idx]).backward()
-                opt.step()
-            sched.step()
-            model.eval()
-            with torch.no_grad():
-                val = loss_fn(model(xv), yv).item()
-            best = min(best, val)
-            trial.report(val, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return best
 
     url = f"sqlite:///{Path(tempfile.mkdtemp(dir=tmp)) / 'hand.db'}"
     sampler = optuna.samplers.PartialFixedSampler(FIXED, optuna.samplers.RandomSampler(0))
     study = optuna.create_study(storage=url, sampler=sampler, pruner=optuna.pruners.MedianPruner())
     began, started = datetime.datetime.now(), time.perf_counter()
     with sh.torch_threads(1):
-        study.optimize(objective, n_trials=n_trials)
+        study.optimize(lambda t: objective(t, splits, epochs), n_trials=n_trials)
     return sh.summarise(study.trials, began, time.perf_counter() - started, 1)
 
 

@@ -10,14 +10,11 @@ import sys
 
 import optuna
 import torch
+from handwritten import fit_and_report
 from torch import nn
 
-MODE, URL, STUDY = sys.argv[1:4]
-N_TRIALS, N_PROCS, EPOCHS = (int(a) for a in sys.argv[4:7])
-DIGITS = sys.argv[7]
 
-
-def objective(trial: optuna.Trial, splits: dict) -> float:
+def objective(trial: optuna.Trial, splits: dict, epochs: int) -> float:
     """Train one trial; return its best val loss."""
     lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
     hidden = trial.suggest_categorical("hidden_size", [16, 32, 64, 128])
@@ -26,43 +23,26 @@ def objective(trial: optuna.Trial, splits: dict) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, 10, gamma=0.5)
     loss_fn = nn.CrossEntropyLoss()
-    (x, y), (xv, yv) = splits["train"], splits["val"]
-    best = float("inf")
-    for epoch in range(1, EPOCHS + 1):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-        sched.step()
-        model.eval()
-        with torch.no_grad():
-            val = loss_fn(model(xv), yv).item()
-        best = min(best, val)
-        trial.report(val, epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
-    return best
+    return fit_and_report(trial, model, opt, loss_fn, splits, epochs=epochs, batch=64, sched=sched)
 
 
-def worker(index: int) -> None:
+def worker(url: str, study: str, n_trials: int, epochs: int, digits: str, index: int) -> None:
     """Run this process's share of the trials."""
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    splits = runpy.run_path(DIGITS)["load_digits_split"]()  # the study file's split
-    study = optuna.load_study(
-        study_name=STUDY,
-        storage=URL,
+    splits = runpy.run_path(digits)["load_digits_split"]()  # the study file's split
+    study_ = optuna.load_study(
+        study_name=study,
+        storage=url,
         sampler=optuna.samplers.TPESampler(seed=index),
         pruner=optuna.pruners.MedianPruner(),
     )
-    n = N_TRIALS // N_PROCS + (index < N_TRIALS % N_PROCS)
-    study.optimize(lambda t: objective(t, splits), n_trials=n)
+    study_.optimize(lambda t: objective(t, splits, epochs), n_trials=n_trials)
 
 
 if __name__ == "__main__":
+    MODE, URL, STUDY = sys.argv[1:4]
+    N_TRIALS, N_PROCS, EPOCHS = (int(a) for a in sys.argv[4:7])
     if MODE == "main":
         optuna.create_study(study_name=STUDY, storage=URL, pruner=optuna.pruners.MedianPruner())
         procs = [
@@ -70,4 +50,6 @@ if __name__ == "__main__":
             for i in range(N_PROCS)
         ]
         sys.exit(max(p.wait() for p in procs))
-    worker(int(sys.argv[8]))
+    index = int(sys.argv[8])
+    share = N_TRIALS // N_PROCS + (index < N_TRIALS % N_PROCS)
+    worker(URL, STUDY, share, EPOCHS, sys.argv[7], index)

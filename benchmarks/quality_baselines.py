@@ -17,6 +17,7 @@ import sys
 import optuna
 import quality_tasks as tasks
 import torch
+from handwritten import fit_and_report
 
 MODE, KIND, URL, STUDY, FAMILY = sys.argv[1:6]
 N_TRIALS, N_PROCS, EPOCHS, SEED = (int(a) for a in sys.argv[6:10])
@@ -54,26 +55,7 @@ def objective(trial: optuna.Trial, splits: dict) -> float:
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = tasks.loss_class(FAMILY)()
-    (x, y), (xv, yv) = splits["train"], splits["val"]
-    best = float("inf")
-    for epoch in range(1, EPOCHS + 1):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), batch):
-            idx = perm[i : i + batch]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            val = loss_fn(model(xv), yv).item()
-        if val != val or val == float("inf"):
-            raise optuna.TrialPruned(f"diverged at epoch {epoch}")
-        best = min(best, val)
-        trial.report(val, epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
-    return best
+    return fit_and_report(trial, model, opt, loss_fn, splits, epochs=EPOCHS, batch=batch)
 
 
 def worker(index: int) -> None:
