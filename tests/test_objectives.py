@@ -25,7 +25,7 @@ from hpo_trainer.errors import ConfigError
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import make_config
 from hpo_trainer.search.pruning import FastReporter
-from hpo_trainer.search.strategies import make_pruner
+from hpo_trainer.search.strategies import DEFAULT_PRUNER, make_pruner
 from hpo_trainer.train.measure import forward_latency_ms, param_count
 
 STUDY = "studies/digits_mlp.py"
@@ -78,7 +78,7 @@ def test_objectives_become_the_configuration(digits):
         (),
         "val/acc",
         "maximize",
-        "median",
+        DEFAULT_PRUNER,
     )
     two = _config(digits, objectives=["val/acc", ("model/latency_ms", "minimize")])
     assert two.objectives == (("val/acc", "maximize"), ("model/latency_ms", "minimize"))
@@ -89,7 +89,8 @@ def test_objectives_become_the_configuration(digits):
         None,
     )
     pruned = _config(digits, objectives=["model/params:min", "val/loss:min"], prune_on="val/loss")
-    assert (pruned.metric, pruned.direction, pruned.pruner) == ("val/loss", "minimize", "median")
+    assert (pruned.metric, pruned.direction) == ("val/loss", "minimize")
+    assert pruned.pruner == DEFAULT_PRUNER
 
 
 def test_the_command_line_reads_repeated_objectives():

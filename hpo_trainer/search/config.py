@@ -14,7 +14,12 @@ from hpo_trainer.errors import HpoTrainerError, did_you_mean, is_int, raise_all
 from hpo_trainer.search import heartbeat
 from hpo_trainer.search.objectives import Objective, check_objectives, default_direction, reported
 from hpo_trainer.search.storage import default_url, parse_url
-from hpo_trainer.search.strategies import check_pruner, check_sampler
+from hpo_trainer.search.strategies import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    check_pruner,
+    check_sampler,
+)
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.train.devices import device_slots
 
@@ -65,8 +70,8 @@ class SearchConfig:
     direction: str = "minimize"
     objectives: tuple[Objective, ...] = ()
     prune_on: str | None = None
-    sampler: Any = "tpe"
-    pruner: Any = "median"
+    sampler: Any = DEFAULT_SAMPLER
+    pruner: Any = DEFAULT_PRUNER
     seed: int | None = None
     timeout: float | None = None
     trial_timeout: float | None = None
@@ -275,8 +280,8 @@ def make_config(
     workers_per_device: int = 1,
     study_name: str | None = None,
     storage: str | None = None,
-    sampler: Any = "tpe",
-    pruner: Any = "median",
+    sampler: Any = DEFAULT_SAMPLER,
+    pruner: Any = DEFAULT_PRUNER,
     seed: int | None = None,
     timeout: float | None = None,
     trial_timeout: float | None = None,

@@ -13,6 +13,10 @@ from hpo_trainer.errors import ConfigError, did_you_mean
 from hpo_trainer.space import Hyperparameters
 from hpo_trainer.space.dimensions import CategoricalDim, FloatDim, IntDim
 
+#: The default sampler and pruner, chosen with ``benchmarks/bench_quality.py`` (see the
+#: module docs for the evidence).
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_PRUNER = "median-warm"
 SAMPLERS = ("tpe", "tpe-independent", "gp", "auto", "random", "cmaes", "qmc", "grid")
 #: ``auto`` uses the GP sampler up to this many trials when no parameter is conditional.
 AUTO_GP_MAX_TRIALS = 100
