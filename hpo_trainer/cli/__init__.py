@@ -200,11 +200,16 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="workers sharing each device (default 1)",
     )
-    p.add_argument("--sampler", default=None, help="tpe (default), random, cmaes, gp, qmc, grid")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="tpe (default), tpe-independent, gp, auto, random, cmaes, qmc, grid",
+    )
     p.add_argument(
         "--pruner",
         default=None,
-        help="median (default), percentile, halving, hyperband, patient, none",
+        help="median-warm (default), median, percentile, halving, halving-warm, hyperband, "
+        "patient, none",
     )
     p.add_argument("--timeout", type=_seconds, help="seconds after which no new trial starts")
     p.add_argument(
