@@ -13,9 +13,12 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo_trainer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hpo_trainer.search.early import EarlyWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return _search(args, None)
 
 
-def _search(args: argparse.Namespace, early: Any) -> int:
+def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     from hpo_trainer import studyfile
     from hpo_trainer.search.engine import search
 
