@@ -49,12 +49,15 @@ def _panel(
     ys = [y for c in curves.values() for _, y in c]
     if not ys:
         return []
-    lo, hi = math.log10(min(ys)), math.log10(max(ys))
+    # The first trials' losses would flatten the rest: the top is where the curves stand a
+    # quarter of the way in (higher values are drawn at the top edge).
+    quarter = [c[min(len(c) - 1, GRID // 4)][1] for c in curves.values() if c]
+    lo, hi = math.log10(min(ys)), math.log10(max(quarter))
     hi = hi if hi > lo else lo + 1e-3
 
     def px(x: float, y: float) -> str:
         fx = x0 + PAD + (W - PAD - 6) * x / xmax
-        fy = y0 + 16 + (H - 40) * (1 - (math.log10(y) - lo) / (hi - lo))
+        fy = y0 + 16 + (H - 40) * (1 - min(1.0, (math.log10(y) - lo) / (hi - lo)))
         return f"{fx:.1f},{fy:.1f}"
 
     parts = [
