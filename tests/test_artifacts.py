@@ -102,3 +102,22 @@ def test_a_run_for_a_study_that_is_not_there_is_not_attached(tmp_path, caplog):
     assert ids == []
     assert "were not attached to study 'nope'" in caplog.text
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_migrate_points_copied_checkpoint_artifacts_at_the_targets_trials(study_cfg, tmp_path):
+    from hpo_trainer.search.migrate import migrate
+
+    study, cfg = study_cfg
+    _finish(study, cfg, TrialState.COMPLETE, 0.5)
+    best = _finish(study, cfg, TrialState.COMPLETE, 0.1)  # trial 1 keeps its checkpoint
+    (meta,) = artifacts.trial_artifacts(study)[best._trial_id]
+    target = f"sqlite:///{tmp_path}/target.db"
+    other = optuna.create_study(storage=target, study_name="other")  # target ids are shifted
+    for _ in range(3):
+        other.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0))
+    migrate(cfg.storage, target, study_name="art")
+    copy = optuna.load_study(study_name="art", storage=target)
+    moved = artifacts.trial_artifacts(copy)
+    assert list(moved) == [copy.trials[1]._trial_id] != [best._trial_id]
+    assert moved[copy.trials[1]._trial_id][0]["artifact_id"] == meta["artifact_id"]
+    assert artifacts.trial_artifacts(study) == {best._trial_id: [meta]}  # the source as it was

@@ -172,6 +172,36 @@ def detach_checkpoints(
     return removed
 
 
+def renumber(source: optuna.Study, target: optuna.Study) -> int:
+    """Point a copied study's checkpoint artifacts at the target's trials.
+
+    ``optuna.copy_study`` copies the study's attributes as they are, but its trials get new
+    ids in the target; each record is moved to the key of the trial with the same number,
+    and the copied key is cleared (so no other trial of the target shows it). The files stay
+    in the source's store: a target whose store is another folder lists them until a
+    clean-up removes them, and their downloads fail.
+
+    Returns:
+        How many records were moved.
+
+    """
+    numbers = {t._trial_id: t.number for t in source.get_trials(deepcopy=False)}
+    ids = {t.number: t._trial_id for t in target.get_trials(deepcopy=False)}
+    moved = 0
+    for old_id, metas in trial_artifacts(target).items():
+        new_id = ids.get(numbers.get(old_id, -1))
+        if new_id == old_id:
+            continue
+        for meta in metas:
+            old_key = f"{TRIAL_PREFIX}{old_id}:{meta['artifact_id']}"
+            target._storage.set_study_system_attr(target._study_id, old_key, json.dumps(None))
+            if new_id is not None:
+                new_key = f"{TRIAL_PREFIX}{new_id}:{meta['artifact_id']}"
+                target._storage.set_study_system_attr(target._study_id, new_key, json.dumps(meta))
+                moved += 1
+    return moved
+
+
 def attach_run(
     storage_url: str,
     study_name: str,

@@ -7,6 +7,7 @@ import logging
 import optuna
 
 from hpo_trainer.errors import ConfigError, did_you_mean
+from hpo_trainer.search import artifacts
 from hpo_trainer.search.storage import mask_url, open_storage, same_storage
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def migrate(
         if name in existing:
             optuna.delete_study(study_name=name, storage=dst)
         optuna.copy_study(from_study_name=name, from_storage=src, to_storage=dst)
-        copied[name] = len(optuna.load_study(study_name=name, storage=dst).trials)
+        copy = optuna.load_study(study_name=name, storage=dst)
+        artifacts.renumber(optuna.load_study(study_name=name, storage=src), copy)
+        copied[name] = len(copy.trials)
         logger.info("copied %s (%d trials)", name, copied[name])
     return copied
