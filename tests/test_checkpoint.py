@@ -79,3 +79,29 @@ def test_capture_saves_callback_states_and_fit_hands_them_back(tmp_path):
     fit(fresh, train_batches=[], pass_batch=lambda b: b, callbacks=[resumed])
     assert (resumed.best, resumed.bad_epochs) == (0.75, 3)
     assert fresh.callback_states == {}
+
+
+def test_a_snapshot_keeps_this_epochs_values_while_training_changes_the_live_ones():
+    import collections
+
+    import numpy as np
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    Pair = collections.namedtuple("Pair", "a b")
+    live = {
+        "model": model.state_dict(),
+        "rng": ("MT19937", np.arange(4), Pair(torch.ones(2), 1.5)),
+        "history": {"val/loss": [0.5]},
+        "params": {"class": torch.optim.SGD},
+    }
+    snap = checkpoint.snapshot(live)
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # an optimizer step, in place
+    live["rng"][1][0] = 99
+    live["history"]["val/loss"].append(0.4)
+    assert torch.equal(snap["model"]["weight"], before)
+    assert snap["model"]["weight"].device.type == "cpu"
+    assert snap["rng"][1].tolist() == [0, 1, 2, 3] and isinstance(snap["rng"][2], Pair)
+    assert snap["history"] == {"val/loss": [0.5]} and snap["params"]["class"] is torch.optim.SGD

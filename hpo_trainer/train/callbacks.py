@@ -7,7 +7,6 @@ setting ``state.stop``. Pruning is a callback too, on the search side
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import sys
@@ -106,7 +105,7 @@ class CheckpointCallback(Callback):
             ckpt.update(self.extra(state))
         path = self.directory / self.filename.format(epoch=state.epoch)
         if self.background:
-            snapshot = copy.deepcopy(ckpt)  # training changes the tensors in place
+            snapshot = checkpoint.snapshot(ckpt)  # training changes the tensors in place
             self._wait()
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")

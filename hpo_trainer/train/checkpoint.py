@@ -164,6 +164,28 @@ def _lists_to_tuples(x: Any) -> Any:
     return tuple(_lists_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def snapshot(obj: Any) -> Any:
+    """Return a copy of a checkpoint dict that training can no longer change, tensors on the CPU.
+
+    ``state_dict()`` hands out the live parameter and buffer tensors, which the next
+    optimizer step changes in place; a checkpoint written later (in a background thread) must
+    hold this epoch's values. Copying to the CPU, rather than cloning on the device, keeps a
+    GPU from holding a second copy of the model and optimizer while the file is written.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [snapshot(v) for v in obj]
+    if isinstance(obj, tuple):
+        items = [snapshot(v) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    return obj  # numbers, strings, classes: not changed by training
+
+
 def capture(state: FitState) -> dict[str, Any]:
     """Return the checkpoint dict of a run's state after a completed epoch.
 
