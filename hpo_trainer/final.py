@@ -1,90 +1,76 @@
-"""The final training run on chosen parameters: train, test, save and export the model."""
+"""The final run on chosen parameters: the trial's own recipe by default, or its own weights.
+
+A trial's value is its best epoch's value, measured on its seed, its thread count and its
+epochs. :func:`final_run` repeats that recipe unless told otherwise (on the CPU the run then
+repeats the trial epoch for epoch) and keeps the best epoch's weights, so the model shipped
+is at least the model the search measured; its summary says how the two compare.
+:func:`ship_trial` skips the retraining: it ships the weights of the trial's best epoch from
+the trial's kept checkpoint.
+"""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import io
-import json
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hpo_trainer.errors import ConfigError
-from hpo_trainer.files import atomic_write, write_output
+from hpo_trainer import runfiles, runs
+from hpo_trainer.checks import is_int
+from hpo_trainer.errors import CheckpointError, ConfigError, raise_all
 from hpo_trainer.train import checkpoint
+from hpo_trainer.train.loop import evaluate
 
 if TYPE_CHECKING:
     from hpo_trainer.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
+#: The recipe fields of a params file, and the least value each may take.
+_RECIPE_FIELDS = {"epochs": 1, "best_epoch": 1, "seed": 0, "threads": 1}
 
-def _export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[str, str]:
-    """Save the model's weights (atomically, with a checksum beside them), and a
-    ``torch.export`` program where the model can be captured.
+
+def trial_recipe(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the recipe of the trial a params file came from (empty for a bare file).
+
+    Raises:
+        ConfigError: If a recipe field holds something other than a whole number in range.
+
     """
-    files = {}
-    weights = folder / "model.pt"
-    checkpoint.save(dict(model.state_dict()), weights)
-    files["state_dict"] = str(weights)
-    if example is not None:
-        try:
-            model.eval()
-            buffer = io.BytesIO()
-            torch.export.save(_export_program(model, example), buffer)
-            data = buffer.getvalue()
-            files["exported_program"] = str(atomic_write(folder / "model.pt2", data))
-            # predict checks it before loading: a damaged program is named, not a zip error
-            files["exported_program_sha256"] = hashlib.sha256(data).hexdigest()
-        except Exception as exc:  # export is best effort: not every model can be captured
-            logger.info("no torch.export program (%s)", exc)
-    return files
+    recipe = record.get("recipe")
+    if recipe is None:
+        recipe = {"epochs": record.get("epochs")} if record.get("epochs") is not None else {}
+    if not isinstance(recipe, Mapping):
+        raise ConfigError(
+            f"the params file's 'recipe' must be an object, got {recipe!r}; export it again "
+            "with `hpo-trainer export`"
+        )
+    problems = [
+        f"recipe {key} must be an integer >= {least}, got {recipe[key]!r}"
+        for key, least in _RECIPE_FIELDS.items()
+        if recipe.get(key) is not None and not is_int(recipe[key], least)
+    ]
+    raise_all([p + "; export the params again with `hpo-trainer export`" for p in problems])
+    out = {k: recipe.get(k) for k in _RECIPE_FIELDS if recipe.get(k) is not None}
+    if isinstance(recipe.get("checkpoint"), str):
+        out["checkpoint"] = recipe["checkpoint"]
+    return out
 
 
-def _export_program(model: torch.nn.Module, example: torch.Tensor) -> Any:
-    """Export with a dynamic batch size (any number of rows), else with the example's shape."""
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (``None``: as they are), then restore."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        batch = {0: torch.export.Dim.AUTO}
-        return torch.export.export(model, (example,), dynamic_shapes=(batch,))
-    except Exception as exc:
-        logger.debug("no program with a dynamic batch size (%s); exporting a fixed one", exc)
-        return torch.export.export(model, (example,))
-
-
-def _made_by(trainer: Trainer, provenance: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Return the study file and ``make_trainer`` options that built ``trainer`` (so that
-    ``predict`` can rebuild the model), from ``provenance`` or the trainer's factory.
-    """
-    given = dict(provenance or {})
-    if given.get("study_file"):
-        path, options = given["study_file"], given.get("study_options") or {}
-    else:
-        factory = trainer.factory
-        if not isinstance(factory, functools.partial) or not factory.args:
-            return None
-        if not str(factory.args[0]).endswith(".py"):
-            return None
-        path, options = factory.args[0], factory.keywords
-    kept = {k: v for k, v in options.items() if k not in ("runs_dir", "quiet")}
-    return {"path": str(path), "options": json.loads(json.dumps(kept, default=str))}
-
-
-def _example_input(trainer: Trainer) -> Any:
-    from hpo_trainer.train.data import make_batches, split_xy
-
-    source = trainer.test_data if trainer.test_data is not None else trainer.val_data
-    if source is None:
-        return None
-    try:
-        batch = next(iter(make_batches(source, batch_size=2, shuffle=False)))
-        return split_xy(batch)[0].to(trainer.device)
-    except Exception:
-        return None
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def final_run(
@@ -95,6 +81,10 @@ def final_run(
     save_every: int | None = None,
     resume: bool | str | Path = False,
     provenance: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
+    keep: str = "best",
+    monitor: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train on ``params``, then write the model and a run summary into the run folder.
 
@@ -105,50 +95,150 @@ def final_run(
         epochs: How many epochs to train.
         save_every: Save a checkpoint every this many epochs.
         resume: Continue a run from its newest good checkpoint.
-        provenance: Where the params came from (study, trial, value, storage), recorded as
-            ``searched_in``; ``study_file`` and ``study_options`` name the study file that
-            builds the model (default: the one the trainer was loaded from), recorded so
-            that ``hpo-trainer predict`` can rebuild it.
+        provenance: Where the params came from (study, trial, value, best epoch, storage),
+            recorded as ``searched_in``; ``study_file`` and ``study_options`` name the study
+            file that builds the model (default: the one the trainer was loaded from).
+        seed: Seeds the run (default: the trainer's).
+        threads: Torch threads while training (default: as they are).
+        keep: ``"best"`` (the best epoch's weights, with validation data) or ``"last"``.
+        monitor: The metric and direction that choose the best epoch.
 
     Returns:
-        The summary, also written as ``summary.json`` in the run folder. Beside the metrics
-        it records the study file and its options, and the shape and dtype of one input
-        example (``input``), which ``predict`` checks inputs against.
+        The summary, also written as ``summary.json`` in the run folder (see
+        :mod:`hpo_trainer.runfiles`).
 
     Raises:
         ConfigError: If the configuration, ``params`` or an argument is not valid.
 
     """
-    history = trainer.train(epochs, save_every=save_every, params=params, resume=resume)
-    run_dir = trainer.run_dir
-    if run_dir is None:  # train() sets it; only a train() overridden without it leaves None
-        raise ConfigError(
-            "train() left no run folder (trainer.run_dir is None); an overridden train() "
-            "must call Trainer.train"
+    if threads is not None and not is_int(threads, 1):
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    with torch_threads(threads):
+        trainer.train(
+            epochs,
+            save_every=save_every,
+            params=params,
+            resume=resume,
+            provenance=provenance,
+            seed=seed,
+            keep=keep,
+            monitor=monitor,
         )
-    example = _example_input(trainer)
-    files = _export_model(trainer.get_model(), example, run_dir)
-    used = params or (trainer.last_run.state.params if trainer.last_run is not None else None)
-    summary = {
-        "run_dir": str(run_dir),
-        "epochs": len(next(iter(history.values()), [])),
-        "params": {k: {n: _plain(v) for n, v in vs.items()} for k, vs in (used or {}).items()},
-        "final_metrics": {k: v[-1] for k, v in history.items() if v},
-        "files": files,
-        "searched_in": {
-            k: v for k, v in (provenance or {}).items() if k not in ("study_file", "study_options")
-        },
-        "study_file": _made_by(trainer, provenance),
-        "input": None
-        if example is None
-        else {
-            "shape": list(example.shape[1:]),
-            "dtype": str(example.dtype).removeprefix("torch."),
-        },
-    }
-    write_output(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
+    if trainer.summary is None or trainer.run_dir is None:
+        raise ConfigError(
+            "train() wrote no run summary; an overridden train() must call Trainer.train"
+        )
+    _attach(trainer, trainer.summary, provenance)
+    return trainer.summary
+
+
+def ship_trial(
+    trainer: Trainer,
+    record: Mapping[str, Any],
+    *,
+    provenance: Mapping[str, Any] | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Ship the trial's own best-epoch weights as a run, without training again.
+
+    The weights come from the trial's kept checkpoint (its ``last.pt``, which carries the
+    best epoch's weights); the model is evaluated once on the validation and test sets.
+
+    Args:
+        trainer: The configured trainer (the study file that ran the search).
+        record: The params file of the trial (``hpo-trainer export``).
+        provenance: Where the params came from, recorded as ``searched_in``.
+        checkpoint_path: The checkpoint to read (default: the one the params file names).
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        CheckpointError: If the checkpoint is gone, damaged or holds no best epoch.
+        ConfigError: If the params do not fit the study file.
+
+    """
+    recipe = trial_recipe(record)
+    path = checkpoint_path if checkpoint_path is not None else recipe.get("checkpoint")
+    if path is None:
+        raise ConfigError(
+            "the params file names no trial checkpoint (exported by an older version, or "
+            "written by hand); export it again, or train with `hpo-trainer train`"
+        )
+    ckpt = checkpoint.load(path)
+    weights = _best_weights(ckpt, Path(path))
+    values = trainer.resolve_params(record["params"])
+    if ckpt.get("params") != trainer.encode_params(values):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was written with other params ({ckpt.get('params')}) "
+            "than the params file's; it belongs to another trial (the study name was reused?)"
+        )
+    run = trainer.build(values, epochs=int(ckpt.get("epochs") or 1), seed=0, explain=True)
+    try:
+        run.state.model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the weights in {str(path)!r} do not fit the model the study file builds "
+            f"({exc}); use the study file that ran the search"
+        ) from None
+    kept = weights_epoch(ckpt)
+    metrics: dict[str, float] = {}
+    for split, batches in (("val", run.val_batches), ("test", run.test_batches)):
+        if batches is not None:
+            metrics.update(
+                evaluate(
+                    run.state.model,
+                    batches,
+                    trainer.pass_batch,
+                    split=split,
+                    device=run.state.device,
+                    amp=run.amp,
+                    metric_fns=trainer.metric_fns,
+                )
+            )
+    run.state.history.append(metrics)
+    run.state.epoch = 1  # one row of metrics: those of the kept epoch
+    trainer.run_dir = runs.new_run_dir(trainer.runs_dir, trainer.name)
+    summary = runfiles.write_run(
+        trainer,
+        run,
+        trainer.run_dir,
+        kept_epoch=1,
+        monitor=_monitor(record),
+        recipe={"from_trial_checkpoint": str(path), "trial_epoch": kept, **recipe},
+        provenance=provenance,
+    )
+    trainer.summary = summary
     _attach(trainer, summary, provenance)
     return summary
+
+
+def _monitor(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    metric, direction = record.get("metric"), record.get("direction")
+    if isinstance(metric, str) and direction in ("minimize", "maximize"):
+        return metric, direction
+    return None
+
+
+def weights_epoch(ckpt: Mapping[str, Any]) -> int:
+    """Return the epoch of the weights :func:`ship_trial` takes from a trial checkpoint."""
+    state = _keep_best_state(ckpt)
+    return int(state.get("epoch") or ckpt.get("epoch") or 0)
+
+
+def _keep_best_state(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    states = ckpt.get("callbacks") or {}
+    return next((dict(v) for k, v in states.items() if str(k).startswith("KeepBest")), {})
+
+
+def _best_weights(ckpt: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    weights = _keep_best_state(ckpt).get("weights")
+    if not isinstance(weights, dict):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds no best-epoch weights (written by an older "
+            "version); train with `hpo-trainer train` instead"
+        )
+    return weights
 
 
 def _attach(
@@ -182,5 +272,22 @@ def _attach(
     attach_run(storage, study, files, runs_dir=trainer.runs_dir)
 
 
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+def compare(summary: Mapping[str, Any]) -> str | None:
+    """Return one line comparing the run's kept value with its trial's, if both are known."""
+    monitor, trial = summary.get("monitor"), summary.get("searched_in") or {}
+    if not monitor or not isinstance(trial.get("value"), (int, float)):
+        return None
+    name = monitor["metric"]
+    mine = (summary.get("final_metrics") or {}).get(name)
+    if not isinstance(mine, (int, float)):
+        return None
+    theirs = float(trial["value"])
+    at = f" at epoch {trial['best_epoch']}" if trial.get("best_epoch") else ""
+    ratio = f" ({mine / theirs:.3f}x)" if theirs else ""
+    shipped = (summary.get("recipe") or {}).get("trial_epoch")
+    kept = (
+        f"the trial's own epoch {shipped}"
+        if shipped
+        else f"kept epoch {summary['kept_epoch']} of {summary['epochs']}"
+    )
+    return f"{kept}: {name} {mine:.5g}; trial {trial.get('trial')}: {theirs:.5g}{at}{ratio}"

@@ -1,28 +1,34 @@
 """Use a finished run's model: :func:`load_run` and ``hpo-trainer predict``.
 
-A run folder written by ``hpo-trainer train`` (or :func:`hpo_trainer.final.final_run`)
-holds ``model.pt2``, a ``torch.export`` program, where the model could be captured, the
-weights (``model.pt``) and ``summary.json``, which names the study file and options that
-built the model, its params, and the shape of one input example. The program is loaded when
-there is one; otherwise the study file's model is rebuilt with the run's params and the
-weights are loaded into it with ``weights_only=True`` (no pickled code runs).
+A run folder written by ``hpo-trainer train`` or :meth:`hpo_trainer.Trainer.train` holds
+the weights (``model.pt``), ``summary.json`` (the study file and options that built the
+model, its params, the shape and range of the training inputs) and, where the model could
+be captured, ``model.pt2``, a ``torch.export`` program.
+
+Loading a run executes nothing from the run folder: the model is rebuilt from the study
+file (or the ``Trainer`` given) with the run's params, and the weights are loaded with
+``weights_only=True``. A study file recorded inside the run folder is refused. The exported
+program is loaded only on request (``trust_exported=True``, ``--trust-exported``), because
+loading one unpickles what it holds. Declared preprocessing (``Trainer.set_preprocess``) is
+part of the model, so predictions get it whatever the input's kind.
 
 Image folders are read through the study file's evaluation transform: a module-level
 ``EVAL_TRANSFORM`` (a callable taking a PIL image in RGB and returning a tensor) or a
 ``make_transform()`` function returning one. Without either, images are converted to
-grayscale (one-channel models) or kept in RGB, and scaled to [0, 1].
+grayscale (one-channel models) or kept in RGB, and scaled to [0, 1]. Inputs far outside the
+range of the training inputs are refused (:mod:`hpo_trainer.train.inputstats`): a run
+cannot vouch for predictions on them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +36,10 @@ import torch
 from hpo_trainer import inputs
 from hpo_trainer.errors import CheckpointError, ConfigError, DataError
 from hpo_trainer.files import write_output
+from hpo_trainer.train.inputstats import far_from_training
+
+if TYPE_CHECKING:
+    from hpo_trainer.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -69,31 +79,52 @@ class LoadedRun:
         recorded = (summary.get("input") or {}).get("dtype", "float32")
         self.input_dtype = getattr(torch, str(recorded), torch.float32)
 
+    def reads(self) -> list[Path]:
+        """Return the files this run was loaded from (an output must be none of them)."""
+        files = [self.run_dir / n for n in ("summary.json", "model.pt", "model.pt2")]
+        return files + ([Path(self.study_file)] if self.study_file else [])
+
     @property
     def classification(self) -> bool:
         """Whether the run classifies (it recorded an accuracy); else its outputs are values."""
         return not self.metrics or any(k.endswith("/acc") for k in self.metrics)
 
-    def predict(self, x: Any, *, batch_size: int = 256) -> Any:
+    def predict(self, x: Any, *, batch_size: int = 256, check_inputs: bool = True) -> Any:
         """Return the model's outputs for the examples ``x`` (in eval mode, without grad).
 
         Args:
             x: A tensor or array with one example per row (first dimension).
             batch_size: Examples per forward pass.
+            check_inputs: Refuse inputs far outside the range of the training inputs.
 
         Returns:
             The outputs: a tensor for a tensor ``x``, else a numpy array.
 
         Raises:
-            DataError: If the examples do not have the shape the model was trained on.
+            DataError: If the examples are not finite numbers, do not have the shape the
+                model was trained on, or (with ``check_inputs``) lie far outside the range
+                of the training inputs.
 
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         as_numpy = not isinstance(x, torch.Tensor)
-        tensor = self._fit_shape(torch.as_tensor(np.asarray(x)) if as_numpy else x)
+        tensor = self._fit_shape(_as_tensor(x) if as_numpy else x)
         if tensor.is_floating_point() or self.input_dtype.is_floating_point:
             tensor = tensor.to(self.input_dtype)
+        if tensor.is_floating_point():
+            _check_finite(tensor)
+        stats = (self.summary.get("input") or {}).get("stats")
+        if check_inputs and stats:
+            problem = far_from_training(tensor, stats)
+            if problem is not None:
+                raise DataError(
+                    f"run {str(self.run_dir)!r} cannot vouch for predictions on this input: "
+                    f"{problem}. If the study preprocesses its inputs inside make_trainer, "
+                    "declare the preprocessing with Trainer.set_preprocess(...) so that it "
+                    "travels with the model, or apply it to this input; if the input is "
+                    "right, pass --no-input-check (check_inputs=False)"
+                )
         outputs = []
         with torch.no_grad():
             for chunk in tensor.split(batch_size):
@@ -133,6 +164,41 @@ class LoadedRun:
                 return named
         gray = self.input_shape is not None and len(self.input_shape) == 3
         return _default_transform(gray and self.input_shape[0] == 1)  # type: ignore[index]
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    """Return array-like examples as a tensor of numbers, or say why they are not."""
+    if x is None or isinstance(x, (str, bytes, Mapping)):
+        raise DataError(
+            f"predict takes a tensor or an array of examples, one per row, got "
+            f"{type(x).__name__}; e.g. run.predict(np.load('x.npy'))"
+        )
+    try:
+        array = np.asarray(x)
+    except Exception as exc:  # ragged lists and other shapes numpy cannot stack
+        raise DataError(f"the examples cannot be read as one array ({exc})") from None
+    if array.dtype.kind not in "biuf" or array.dtype.kind == "b":
+        raise DataError(
+            f"predict takes numeric examples, got an array of dtype {array.dtype}; convert "
+            "them to float32 (text and object columns are not model inputs)"
+        )
+    if array.ndim == 0 or len(array) == 0:
+        raise DataError(
+            f"predict takes one example per row, got shape {array.shape}; give at least one"
+        )
+    return torch.as_tensor(array)
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    """Refuse examples holding NaN or infinity, naming the first rows that do."""
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise DataError(
+            f"{int(bad.sum())} of {len(x)} examples hold NaN or infinite values (rows "
+            f"{', '.join(map(str, rows))}{', ...' if int(bad.sum()) > 5 else ''}, counted "
+            "from 0); fill in or drop them before predicting"
+        )
 
 
 def _describe(shape: tuple[int, ...]) -> str:
@@ -177,11 +243,62 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
             f"run folder {str(run_dir)!r} has no summary.json: it is not a finished run; "
             "finish it with `hpo-trainer train STUDY --params best.json --resume RUN_DIR`"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{str(path)!r} cannot be read ({exc}); train the run again") from None
     if not isinstance(summary, dict):
         raise ConfigError(f"{str(path)!r} must hold a JSON object; train the run again")
+    problems = _summary_problems(summary)
+    if problems:
+        raise ConfigError(f"{str(path)!r} is damaged: {'; '.join(problems)}; train the run again")
     return summary
+
+
+def _summary_problems(summary: dict[str, Any]) -> list[str]:
+    """Say which fields of a summary do not have the form ``train`` writes."""
+    problems = []
+    params = summary.get("params")
+    if params is not None and not (
+        isinstance(params, dict) and all(isinstance(v, dict) for v in params.values())
+    ):
+        problems.append(f"'params' must map targets to {{name: value}}, got {params!r}")
+    made = summary.get("study_file")
+    if made is not None and not (
+        isinstance(made, dict)
+        and isinstance(made.get("path"), str)
+        and isinstance(made.get("options") or {}, dict)
+    ):
+        problems.append(f"'study_file' must be {{'path': str, 'options': {{}}}}, got {made!r}")
+    given = summary.get("input")
+    if given is not None:
+        shape = given.get("shape") if isinstance(given, dict) else None
+        dtype = given.get("dtype") if isinstance(given, dict) else None
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        ):
+            problems.append(f"'input' must have a 'shape' of positive integers, got {given!r}")
+        if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+            problems.append(f"'input' has an unknown 'dtype' {dtype!r}")
+        stats = given.get("stats") if isinstance(given, dict) else None
+        if stats is not None and not _stats_ok(stats):
+            problems.append("'input' has 'stats' that are not lists of numbers of one length")
+    metrics = summary.get("final_metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        problems.append(f"'final_metrics' must be an object, got {metrics!r}")
+    return problems
+
+
+def _stats_ok(stats: Any) -> bool:
+    if not isinstance(stats, dict):
+        return False
+    columns = [stats.get(k) for k in ("min", "max")]
+    return (
+        all(isinstance(c, list) and c for c in columns)
+        and len({len(c) for c in columns}) == 1  # type: ignore[arg-type]
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for c in columns for v in c
+        )  # type: ignore[union-attr]
+    )
 
 
 def load_run(
@@ -190,28 +307,39 @@ def load_run(
     study_file: str | os.PathLike[str] | None = None,
     options: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
-    exported: bool = True,
+    trainer: Trainer | None = None,
+    trust_exported: bool = False,
 ) -> LoadedRun:
-    """Load a finished run's model for prediction.
+    """Load a finished run's model for prediction, executing nothing from the run folder.
 
     Args:
-        run_dir: The run folder (``hpo-trainer train`` prints it).
+        run_dir: The run folder (``hpo-trainer train`` prints it; ``Trainer.run_dir``).
         study_file: The study file that builds the model (default: the one recorded in
-            ``summary.json``); only needed without an exported program.
+            ``summary.json``).
         options: ``make_trainer`` options (default: the recorded ones).
         device: Where the model runs (``"auto"``, ``"cpu"``, ``"cuda:0"``, ...).
-        exported: Use the exported program when there is one (``False``: always rebuild).
+        trainer: The ``Trainer`` that builds the model, instead of a study file (a run
+            trained from Python records none).
+        trust_exported: Load the run's ``torch.export`` program instead of rebuilding the
+            model. Loading one unpickles data, which can run code: only for run folders
+            you trust.
 
     Returns:
         The loaded run.
 
     Raises:
-        ConfigError: If the folder is not a finished run, or the model cannot be rebuilt.
+        ConfigError: If the folder is not a finished run, its summary is damaged, or the
+            model cannot be rebuilt.
         CheckpointError: If the weights or the program are missing, damaged or do not fit.
 
     """
     from hpo_trainer.train.devices import resolve_device
 
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise ConfigError(
+            f"load_run takes the run folder's path, got {type(run_dir).__name__} {run_dir!r}; "
+            "e.g. load_run('runs/digits_mlp-20261129-091738') or load_run(trainer.run_dir)"
+        )
     run_dir = Path(run_dir)
     summary = _read_summary(run_dir)
     made_by = summary.get("study_file") or {}
@@ -219,13 +347,16 @@ def load_run(
     where = resolve_device(device)
     shape = (summary.get("input") or {}).get("shape")
     program_path = run_dir / "model.pt2"
-    if exported and program_path.is_file():
-        program = _load_program(program_path, summary)
+    if trust_exported and program_path.is_file():
+        program = _load_program(program_path)
         model, source = program.module().to(where), "exported_program"
         shape = shape if shape is not None else _program_shape(program)
     else:
-        opts = dict(options if options is not None else made_by.get("options") or {})
-        model, source = _rebuild(run_dir, summary, path, opts).to(where).eval(), "state_dict"
+        if trainer is None:
+            _check_outside(path, run_dir, given=study_file is not None)
+            opts = dict(options if options is not None else made_by.get("options") or {})
+            trainer = _trainer(run_dir, path, opts)
+        model, source = _rebuild(run_dir, summary, trainer).to(where).eval(), "state_dict"
     return LoadedRun(
         run_dir=run_dir,
         model=model,
@@ -237,15 +368,21 @@ def load_run(
     )
 
 
-def _load_program(path: Path, summary: dict[str, Any]) -> Any:
-    recorded = (summary.get("files") or {}).get("exported_program_sha256")
-    data = path.read_bytes()
-    fix = "delete it to use the weights in model.pt instead, or train the run again"
-    if recorded and hashlib.sha256(data).hexdigest() != recorded:
-        raise CheckpointError(
-            f"exported program {str(path)!r} is damaged: its checksum does not match "
-            f"summary.json (truncated or overwritten); {fix}"
+def _check_outside(study_file: str | None, run_dir: Path, *, given: bool) -> None:
+    """Refuse a recorded study file inside the run folder: loading it would run its code."""
+    if study_file is None or given:
+        return
+    folder, file = run_dir.resolve(), Path(study_file).resolve()
+    if file == folder or folder in file.parents:
+        raise ConfigError(
+            f"run {str(run_dir)!r} records a study file inside its own folder "
+            f"({study_file!r}); loading a run never runs code from the run folder. Pass "
+            "the study file that trained it with --study-file (study_file=...)"
         )
+
+
+def _load_program(path: Path) -> Any:
+    fix = "delete it to use the weights in model.pt instead, or train the run again"
     try:
         return torch.export.load(path)
     except Exception as exc:  # torch raises many kinds for a bad archive
@@ -265,40 +402,37 @@ def _program_shape(program: Any) -> list[int] | None:
     return None
 
 
-def _rebuild(
-    run_dir: Path, summary: dict[str, Any], study_file: str | None, options: dict[str, Any]
-) -> torch.nn.Module:
-    """Build the study file's model with the run's params and load the run's weights."""
-    from hpo_trainer.build import build_target
+def _trainer(run_dir: Path, study_file: str | None, options: dict[str, Any]) -> Trainer:
+    """Build the trainer of the study file that made the run."""
     from hpo_trainer.studyfile import load_trainer_from_file
+
+    if study_file is None:
+        raise ConfigError(
+            f"run {str(run_dir)!r} records no study file (it was trained from Python); "
+            "pass the Trainer that trained it (load_run(run_dir, trainer=tr)) or a study "
+            "file (--study-file); --trust-exported loads its exported program instead, if "
+            "you trust the folder"
+        )
+    return load_trainer_from_file(study_file, **options, runs_dir=run_dir.parent, quiet=True)
+
+
+def _rebuild(run_dir: Path, summary: dict[str, Any], trainer: Trainer) -> torch.nn.Module:
+    """Build the trainer's model with the run's params and load the run's weights."""
     from hpo_trainer.train import checkpoint
 
     weights = run_dir / "model.pt"
     if not weights.is_file():
         raise CheckpointError(
-            f"run folder {str(run_dir)!r} has no weights (model.pt) and no exported program "
-            "(model.pt2); the run did not finish: train it again with `hpo-trainer train`"
-        )
-    if study_file is None:
-        raise ConfigError(
-            f"run {str(run_dir)!r} has no exported program and does not record its study "
-            "file; name it with --study-file (and its -o options)"
+            f"run folder {str(run_dir)!r} has no weights (model.pt); the run did not finish: "
+            "train it again with `hpo-trainer train`"
         )
     state = checkpoint.load(weights)
-    trainer = load_trainer_from_file(study_file, **options, runs_dir=run_dir.parent, quiet=True)
-    values = trainer.resolve_params(summary.get("params") or None)
-    model = build_target(
-        "model",
-        trainer.classes["model"],
-        trainer.primed["model"],
-        values.get("model", {}),
-        explain=True,
-    )
+    model = trainer.build_model(trainer.resolve_params(summary.get("params") or None))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"the weights in {str(weights)!r} do not fit the model that {study_file!r} builds "
+            f"the weights in {str(weights)!r} do not fit the model that the study file builds "
             f"with the run's params ({exc}); pass the study file and -o options that made "
             "the run"
         ) from None
@@ -312,30 +446,39 @@ def predict_file(
     out: str | os.PathLike[str] | None = None,
     key: str | None = None,
     batch_size: int = 256,
+    header: bool | None = None,
+    check_inputs: bool = True,
 ) -> bytes:
     """Predict the examples in a file or image folder and write them to ``out``.
 
     Args:
         run: The loaded run.
         source: A ``.npy``, ``.npz``, ``.pt`` or ``.csv`` file, or a folder of images.
-        out: A ``.csv``, ``.json`` or ``.npy`` file (``None``: return CSV, written nowhere).
+        out: A ``.csv``, ``.json`` or ``.npy`` file (``None``: return CSV, written nowhere);
+            never the input itself.
         key: The array of an ``.npz`` (or the entry of a ``.pt`` dict) to read.
         batch_size: Examples per forward pass.
+        header: Whether a CSV's first row is a header (``None``: decide from the row).
+        check_inputs: Refuse inputs far outside the range of the training inputs.
 
     Returns:
         The bytes written (or, without ``out``, the CSV to print).
 
     Raises:
-        ConfigError: If ``out`` has no known suffix or cannot be written.
+        ConfigError: If ``out`` has no known suffix, is the input, or cannot be written.
         DataError: If the input cannot be read or does not fit the model; nothing is written.
 
     """
     kind = inputs.output_kind(out)  # before any work: a bad --out fails at once
+    if out is not None:
+        from hpo_trainer.files import check_output_path
+
+        check_output_path(out, "predictions.csv", reads=[source, *run.reads()])
     transform = run.eval_transform() if Path(source).is_dir() else None
-    x, names = inputs.read_input(source, key=key, transform=transform)
-    outputs = run.predict(x, batch_size=batch_size).numpy()
+    x, names = inputs.read_input(source, key=key, transform=transform, header=header)
+    outputs = run.predict(x, batch_size=batch_size, check_inputs=check_inputs).numpy()
     classification = run.classification and outputs.ndim == 2 and outputs.shape[1] > 1
     data = inputs.render(outputs, kind=kind, classification=classification, names=names)
     if out is not None:
-        write_output(data, out, "predictions.csv")
+        write_output(data, out, "predictions.csv", reads=[source, *run.reads()])
     return data

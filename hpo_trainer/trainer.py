@@ -11,6 +11,7 @@ configuration, in :attr:`Trainer.last_run`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import pickle
@@ -20,17 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
-from hpo_trainer import checks, runs
-from hpo_trainer.build import LastRun, build_run
+from hpo_trainer import checks, runfiles, runs
+from hpo_trainer.build import LastRun, build_run, build_target
 from hpo_trainer.errors import ConfigError, raise_all
 from hpo_trainer.params import encode_params, resolve_params
 from hpo_trainer.recipe import Recipe
 from hpo_trainer.search import facts
 from hpo_trainer.search.engine import search
 from hpo_trainer.train import checkpoint, data
+from hpo_trainer.train.best import KeepBest
 from hpo_trainer.train.callback import Callback
 from hpo_trainer.train.loop import fit
+from hpo_trainer.train.preprocess import WithPreprocess
 from hpo_trainer.train.state import FitState, History, Run
 
 if TYPE_CHECKING:
@@ -108,9 +112,15 @@ class Trainer(Recipe, LastRun):
         self.runs_dir, self.name, self.quiet = Path(runs_dir), name, quiet
         super().__init__()
         self._best: dict[str, dict[str, Any]] | None = None
+        #: What made the last search's best trial: its study, trial, value, metric,
+        #: direction, epochs, best epoch and seed (``train`` repeats them).
+        self._best_trial: dict[str, Any] | None = None
+        self._preprocess: nn.Module | None = None
         self.last_run = None  # built state (see LastRun), apart from the configuration
         #: The folder of the last :meth:`train` run.
         self.run_dir: Path | None = None
+        #: The ``summary.json`` of the last :meth:`train` run.
+        self.summary: dict[str, Any] | None = None
         #: How a worker process rebuilds this trainer (set by a study file); ``None``
         #: sends the trainer itself, pickled.
         self.factory: Callable[[], Trainer] | None = None
@@ -133,6 +143,61 @@ class Trainer(Recipe, LastRun):
         y = y.to(self.device, non_blocking=True)
         preds = self.model(x)  # type: ignore[misc]
         return {"loss": self.criterion(preds, y), "preds": preds, "target": y}
+
+    # -- preprocessing -------------------------------------------------------------------
+
+    def set_preprocess(self, preprocess: nn.Module | None) -> None:
+        """Declare the preprocessing of the model's inputs, e.g. ``Standardize()``.
+
+        It is fitted on the training inputs now (when it has a ``fit`` method), and every
+        run's model applies it first (``WithPreprocess(preprocess, model)``): its statistics
+        are saved with the weights, so ``predict`` and ``load_run`` apply them to new inputs.
+        Give the datasets unpreprocessed.
+
+        Args:
+            preprocess: An ``nn.Module`` taking a batch of inputs; ``None`` removes it.
+
+        Raises:
+            ConfigError: If ``preprocess`` is not an ``nn.Module`` or cannot be fitted.
+
+        """
+        if preprocess is not None and not isinstance(preprocess, nn.Module):
+            raise ConfigError(
+                f"set_preprocess takes an nn.Module applied to each batch of inputs (e.g. "
+                f"hpo_trainer.Standardize()), got {type(preprocess).__name__}"
+            )
+        fit_on = getattr(preprocess, "fit", None)
+        if callable(fit_on) and not getattr(preprocess, "fitted", False):
+            fit_on(data.input_batches(self.train_data))
+        self._preprocess = preprocess
+
+    @property
+    def preprocess(self) -> nn.Module | None:
+        """The declared input preprocessing (see :meth:`set_preprocess`), if any."""
+        return self._preprocess
+
+    def _shipped(self, model: nn.Module) -> nn.Module:
+        """Return ``model`` with the declared preprocessing in front of it, on its device."""
+        if self._preprocess is None:
+            return model
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        return WithPreprocess(copy.deepcopy(self._preprocess).to(device), model)
+
+    def build_model(self, values: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+        """Build the model a run with ``values`` trains and ships (preprocessing included).
+
+        Raises:
+            ConfigError: If building the model fails.
+
+        """
+        model = build_target(
+            "model",
+            self._classes["model"],
+            self._primed["model"],
+            values.get("model", {}),
+            explain=True,
+        )
+        return self._shipped(model)
 
     # -- parameters and building -----------------------------------------------------------
 
@@ -196,6 +261,9 @@ class Trainer(Recipe, LastRun):
             params=self.encode_params(values),
             explain=explain,
         )
+        if self._preprocess is not None:
+            state = self.last_run.state
+            state.model = self._shipped(state.model)
         return self.last_run
 
     def fit(self, run: Run, callbacks: Sequence[Callback]) -> FitState:
@@ -225,23 +293,41 @@ class Trainer(Recipe, LastRun):
         resume: bool | str | Path = False,
         callbacks: Sequence[Callback] = (),
         run_name: str | None = None,
+        keep: str = "best",
+        monitor: tuple[str, str] | None = None,
+        seed: int | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> History:
         """Train one model for ``epochs`` epochs in a new run folder under ``runs_dir``.
+
+        The run folder ends with the model's weights (``model.pt``), an exported program
+        where the model can be captured (``model.pt2``) and ``summary.json``, so that
+        :func:`hpo_trainer.load_run` can use it later.
 
         Args:
             epochs: How many epochs to train.
             update_every: Write TensorBoard scalars every this many epochs.
             save_every: Save a checkpoint every this many epochs (and after the last);
                 ``None`` saves only after the last.
-            params: The searched values to use (see :meth:`resolve_params`).
+            params: The searched values to use (see :meth:`resolve_params`); ``None``
+                after :meth:`hyp_opt` uses its best trial's.
             resume: Continue a run from its newest good checkpoint (callbacks' states
                 included): a run folder, or ``True`` for the newest run of this name.
             callbacks: More callbacks, called after the stock ones (except the checkpoint,
                 which runs last so that it saves every callback's state).
             run_name: The run folder's name prefix (default: the trainer's name).
+            keep: ``"best"``: with validation data, the model ends with the weights of its
+                best epoch by ``monitor`` (what a search trial's value measures);
+                ``"last"``: the last epoch's.
+            monitor: The metric and direction that choose the best epoch (default: the
+                last search's, else ``("val/loss", "minimize")``).
+            seed: Seeds the run (default: the best trial's seed when its params are used,
+                else the trainer's ``seed``).
+            provenance: Where the params came from (study, trial, value, ...), recorded in
+                ``summary.json``.
 
         Returns:
-            The run's history (also :attr:`history`).
+            The run's history (also :attr:`history`), every epoch included.
 
         Raises:
             ConfigError: If the configuration or an argument is not valid.
@@ -257,6 +343,7 @@ class Trainer(Recipe, LastRun):
                 run_name=run_name,
                 callbacks=callbacks,
             )
+            + checks.keep_problems(keep=keep, monitor=monitor, seed=seed)
         )
         self.check()
         run_dir = runs.resume_dir(self.runs_dir, self.name, resume) if resume else None
@@ -265,11 +352,26 @@ class Trainer(Recipe, LastRun):
             values = self.resolve_params(ckpt["params"]) if self._spaces else {}
         else:
             values = self.resolve_params(params)
+        from_search = params is None and self._best_trial is not None
+        if seed is None:
+            seed = self._best_trial.get("seed") if from_search else None  # type: ignore[union-attr]
+            seed = self.seed if seed is None else seed
+        if from_search and provenance is None:
+            provenance = self._best_trial
+        if monitor is None:
+            monitor = ("val/loss", "minimize")
+            if self._best_trial is not None and self._best_trial.get("metric"):
+                monitor = (self._best_trial["metric"], self._best_trial["direction"])
         # Build first: a class that fails to build must not leave an empty run folder.
-        run = self.build(values, epochs=epochs, seed=self.seed, explain=True)
+        run = self.build(values, epochs=epochs, seed=seed, explain=True)
         self.run_dir = run_dir or runs.new_run_dir(self.runs_dir, run_name or self.name)
         if ckpt is not None:
             checkpoint.restore(run.state, ckpt)
+        keeper = (
+            KeepBest(monitor[0], mode=monitor[1])
+            if keep == "best" and self.val_data is not None
+            else None
+        )
         stock = runs.stock_callbacks(
             self.run_dir,
             epochs=epochs,
@@ -278,13 +380,27 @@ class Trainer(Recipe, LastRun):
             hparams={f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()},
             quiet=self.quiet,
         )
+        extra = [keeper] if keeper is not None else []
         started = time.perf_counter()
-        runs.fit_until_signal(lambda: self.fit(run, [*stock, *callbacks]), run.state, self.run_dir)
+        runs.fit_until_signal(
+            lambda: self.fit(run, [*stock, *extra, *callbacks]), run.state, self.run_dir
+        )
+        kept = keeper.restore(run.state.model) if keeper is not None else None
         logger.info(
-            "trained %d epochs in %.1fs into %s",
+            "trained %d epochs in %.1fs into %s (kept epoch %d)",
             run.state.epoch,
             time.perf_counter() - started,
             self.run_dir,
+            kept or run.state.epoch,
+        )
+        self.summary = runfiles.write_run(
+            self,
+            run,
+            self.run_dir,
+            kept_epoch=kept or run.state.epoch,
+            monitor=monitor if kept else None,
+            recipe={"epochs": epochs, "seed": seed, "threads": torch.get_num_threads()},
+            provenance=provenance,
         )
         return run.state.history
 
@@ -327,6 +443,7 @@ class Trainer(Recipe, LastRun):
                 "search first"
             )
         self._best = self.resolve_params(best.params)
+        self._best_trial = facts.recipe(outcome.study, best)
         return outcome.study
 
     def metric_names(self) -> list[str]:

@@ -30,6 +30,7 @@ from hpo_trainer.search.objectives import trial_values
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.train import checkpoint
+from hpo_trainer.train.best import KeepBest
 from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback, TimeLimit
 from hpo_trainer.train.interrupt import FLAG
 from hpo_trainer.train.state import Run
@@ -98,6 +99,8 @@ def _train(
         limit = TimeLimit(cfg.trial_timeout, started=started)
     callbacks = [
         *([limit] if limit is not None else []),
+        # The best epoch's weights ride in the checkpoint: `train --from-trial` ships them.
+        KeepBest(cfg.metric, mode=cfg.direction),
         PruningCallback(
             FastReporter(study, trial, direction=cfg.direction if cfg.objectives else None),
             cfg.metric,
@@ -130,7 +133,13 @@ def _run_trial(
     folder = trial_dir(cfg, root)
     # What this trial was asked: a study may be continued with other epochs or an edited
     # study file, and export reports the best trial's own (never another metric: refused).
-    attrs: dict[str, Any] = {"device": str(task.device), "max_epochs": cfg.epochs}
+    # The seed and threads too: the final run repeats them to repeat the trial's value.
+    attrs: dict[str, Any] = {
+        "device": str(task.device),
+        "max_epochs": cfg.epochs,
+        "seed": (cfg.seed or 0) + root,
+        "threads": torch.get_num_threads(),
+    }
     if "study_file_sha256" in cfg.provenance:
         attrs["study_file_sha256"] = cfg.provenance["study_file_sha256"]
     if root != trial.number:
@@ -230,7 +239,7 @@ def _prepare(
     Only a retry resumes, and only from a checkpoint written with the same parameters: a
     checkpoint left by an earlier study of the same name is removed, never used.
     """
-    seed = (cfg.seed or 0) + root
+    seed = attrs["seed"]
     run = task.build(values, epochs=cfg.epochs, seed=seed, with_test=False)
     if not ckpt_path.exists():
         return run, 0

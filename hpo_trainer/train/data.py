@@ -202,6 +202,11 @@ def make_batches(
         return TensorBatches(
             tensors, batch_size=batch_size, shuffle=shuffle, generator=generator, device=device
         )
+    if generator is None and not shuffle:
+        # A loader draws its workers' base seed from its generator on every pass; without
+        # one it draws from the global generator, so evaluating a test set would change the
+        # next epoch's dropout and a run would no longer repeat the trial that chose it.
+        generator = torch.Generator()
     return DataLoader(
         data,
         batch_size=batch_size,
@@ -251,6 +256,28 @@ def _short(x: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def input_batches(data: Any, *, limit: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield the inputs (``x``) of ``data`` in batches, in order, up to ``limit`` examples.
+
+    In-memory data yields its one input tensor (sliced to ``limit``); a general dataset is
+    read through a ``DataLoader`` without shuffling, 256 examples at a time.
+    """
+    tensors = in_memory(data)
+    if tensors is not None:
+        x = split_xy(tensors)[0]
+        yield x if limit is None else x[:limit]
+        return
+    seen = 0
+    for batch in make_batches(data, batch_size=256, shuffle=False):
+        x = split_xy(batch)[0]
+        if limit is not None and seen + len(x) > limit:
+            x = x[: limit - seen]
+        seen += len(x)
+        yield x
+        if limit is not None and seen >= limit:
+            return
+
+
 def merge(first: Any, second: Any) -> Any:
     """Return one dataset holding ``first`` then ``second`` (e.g. train + val for a final run).
 
@@ -273,6 +300,7 @@ __all__ = [
     "TensorBatches",
     "check_dataset",
     "in_memory",
+    "input_batches",
     "length",
     "make_batches",
     "merge",

@@ -1,0 +1,176 @@
+"""What a finished run folder holds, so that it can be used later without its trainer.
+
+:meth:`~hpo_trainer.Trainer.train` ends by writing, into its run folder:
+
+* ``model.pt``: the weights of the kept epoch (the best one by the monitored metric, unless
+  asked for the last), preprocessing statistics included; loaded with
+  ``weights_only=True``;
+* ``model.pt2``: a ``torch.export`` program, where the model can be captured (loaded only
+  on an explicit opt-in: loading one unpickles what it holds);
+* ``summary.json``: the params, the kept epoch and its metrics, the recipe (epochs, seed,
+  threads), where the params came from, the study file and options that build the model,
+  and the shape, type and range of the training inputs (``predict`` checks inputs
+  against them).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hpo_trainer.files import atomic_write, write_output
+from hpo_trainer.train import checkpoint
+from hpo_trainer.train.data import input_batches, make_batches, split_xy
+from hpo_trainer.train.inputstats import MAX_EXAMPLES, describe
+
+if TYPE_CHECKING:
+    from hpo_trainer.train.state import Run
+    from hpo_trainer.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+#: The format of ``summary.json``.
+FORMAT = "hpo-trainer/run-v2"
+
+
+def export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[str, str]:
+    """Save the model's weights (atomically, with a checksum beside them), and a
+    ``torch.export`` program where the model can be captured.
+
+    Returns:
+        The files written: ``state_dict`` and, where exported, ``exported_program``.
+
+    """
+    files = {}
+    weights = folder / "model.pt"
+    checkpoint.save(dict(model.state_dict()), weights)
+    files["state_dict"] = str(weights)
+    if example is not None:
+        try:
+            model.eval()
+            buffer = io.BytesIO()
+            torch.export.save(_export_program(model, example), buffer)
+            files["exported_program"] = str(atomic_write(folder / "model.pt2", buffer.getvalue()))
+        except Exception as exc:  # export is best effort: not every model can be captured
+            logger.info("no torch.export program (%s)", exc)
+    return files
+
+
+def _export_program(model: torch.nn.Module, example: torch.Tensor) -> Any:
+    """Export with a dynamic batch size (any number of rows), else with the example's shape."""
+    try:
+        batch = {0: torch.export.Dim.AUTO}
+        return torch.export.export(model, (example,), dynamic_shapes=(batch,))
+    except Exception as exc:
+        logger.debug("no program with a dynamic batch size (%s); exporting a fixed one", exc)
+        return torch.export.export(model, (example,))
+
+
+def made_by(trainer: Trainer, provenance: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Return the study file and ``make_trainer`` options that built ``trainer`` (so that
+    ``predict`` can rebuild the model), from ``provenance`` or the trainer's factory.
+    """
+    given = dict(provenance or {})
+    if given.get("study_file"):
+        path, options = given["study_file"], given.get("study_options") or {}
+    else:
+        factory = trainer.factory
+        if not isinstance(factory, functools.partial) or not factory.args:
+            return None
+        if not str(factory.args[0]).endswith(".py"):
+            return None
+        path, options = factory.args[0], factory.keywords
+    kept = {k: v for k, v in options.items() if k not in ("runs_dir", "quiet")}
+    return {"path": str(path), "options": json.loads(json.dumps(kept, default=str))}
+
+
+def _example_input(trainer: Trainer) -> Any:
+    source = trainer.test_data if trainer.test_data is not None else trainer.val_data
+    if source is None:
+        return None
+    try:
+        batch = next(iter(make_batches(source, batch_size=2, shuffle=False)))
+        return split_xy(batch)[0].to(trainer.device)
+    except Exception:
+        return None
+
+
+def _input_record(trainer: Trainer, example: Any) -> dict[str, Any] | None:
+    """Return the shape, dtype and range of the training inputs as the model receives them."""
+    if not isinstance(example, torch.Tensor):
+        return None
+    record: dict[str, Any] = {
+        "shape": list(example.shape[1:]),
+        "dtype": str(example.dtype).removeprefix("torch."),
+    }
+    try:
+        parts = list(input_batches(trainer.train_data, limit=MAX_EXAMPLES))
+        stats = describe(torch.cat([p.reshape(len(p), -1) for p in parts]))
+    except Exception as exc:  # a user dataset may not yield plain tensors
+        logger.info("no statistics of the training inputs (%s)", exc)
+        stats = None
+    if stats is not None:
+        record["stats"] = stats
+    return record
+
+
+def write_run(
+    trainer: Trainer,
+    run: Run,
+    run_dir: Path,
+    *,
+    kept_epoch: int,
+    monitor: tuple[str, str] | None,
+    recipe: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Write the run's model files and ``summary.json``, and return the summary.
+
+    Args:
+        trainer: The trainer that trained ``run``.
+        run: The run, its model holding the kept epoch's weights.
+        run_dir: The run folder.
+        kept_epoch: The epoch whose weights the model holds (1-based).
+        monitor: The metric and direction that chose the kept epoch (``None``: the last).
+        recipe: What the run was trained with: ``epochs``, ``seed``, ``threads``, ...
+        provenance: Where the params came from (study, trial, value, best epoch, storage);
+            ``study_file`` and ``study_options`` name the study file that builds the model.
+
+    """
+    history = run.state.history
+    example = _example_input(trainer)
+    files = export_model(run.state.model, example, run_dir)
+    given = dict(provenance or {})
+    summary = {
+        "format": FORMAT,
+        "run_dir": str(run_dir),
+        "epochs": run.state.epoch,
+        "kept_epoch": kept_epoch,
+        "monitor": None if monitor is None else {"metric": monitor[0], "direction": monitor[1]},
+        "params": {k: {n: _plain(v) for n, v in vs.items()} for k, vs in run.state.params.items()},
+        "final_metrics": {
+            k: v[kept_epoch - 1] for k, v in history.items() if len(v) >= kept_epoch
+        },
+        "last_metrics": {k: v[-1] for k, v in history.items() if v},
+        "files": files,
+        "recipe": {k: _plain(v) for k, v in recipe.items()},
+        "searched_in": {
+            k: v for k, v in given.items() if k not in ("study_file", "study_options")
+        },
+        "study_file": made_by(trainer, provenance),
+        "preprocess": None if trainer.preprocess is None else repr(trainer.preprocess),
+        "input": _input_record(trainer, example),
+    }
+    write_output(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
