@@ -22,9 +22,11 @@ from hpo_trainer.errors import (
 )
 
 if TYPE_CHECKING:
+    from hpo_trainer.final import final_run
     from hpo_trainer.predict import LoadedRun, load_run
     from hpo_trainer.search.pruning import PruningCallback
-    from hpo_trainer.space import CLASS, Hyperparameters
+    from hpo_trainer.space import CLASS, EPOCHS, Hyperparameters
+    from hpo_trainer.train.best import KeepBest
     from hpo_trainer.train.callback import Callback
     from hpo_trainer.train.callbacks import (
         CheckpointCallback,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     )
     from hpo_trainer.train.devices import resolve_device
     from hpo_trainer.train.loop import fit
+    from hpo_trainer.train.preprocess import Standardize, WithPreprocess
     from hpo_trainer.train.state import FitState, History
     from hpo_trainer.trainer import Trainer
 
@@ -44,6 +47,7 @@ warnings.filterwarnings("ignore", message=r".*(is|are) experimental", module=r"h
 #: Where each lazily imported public name lives.
 _LAZY = {
     "CLASS": "hpo_trainer.space",
+    "EPOCHS": "hpo_trainer.space",
     "Hyperparameters": "hpo_trainer.space",
     "Callback": "hpo_trainer.train.callback",
     "CheckpointCallback": "hpo_trainer.train.callbacks",
@@ -57,6 +61,10 @@ _LAZY = {
     "History": "hpo_trainer.train.state",
     "Trainer": "hpo_trainer.trainer",
     "LoadedRun": "hpo_trainer.predict",
+    "final_run": "hpo_trainer.final",
+    "KeepBest": "hpo_trainer.train.best",
+    "Standardize": "hpo_trainer.train.preprocess",
+    "WithPreprocess": "hpo_trainer.train.preprocess",
     "load_run": "hpo_trainer.predict",
 }
 
@@ -81,20 +89,25 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "EPOCHS",
     "EarlyStopping",
     "FitState",
     "History",
     "HpoTrainerError",
+    "KeepBest",
     "Hyperparameters",
     "LoadedRun",
     "NonFiniteLossError",
     "ProgressCallback",
     "PruningCallback",
     "SpaceError",
+    "Standardize",
     "StorageError",
     "TensorBoardCallback",
     "Trainer",
+    "WithPreprocess",
     "__version__",
+    "final_run",
     "fit",
     "load_run",
     "resolve_device",

@@ -4,7 +4,8 @@ Everything is built from one set of values (``{target: {name: value}}``) on top 
 classes and primed arguments a user set, so that each trial and each training run starts
 from scratch and repeats exactly under the same seed. What was built is kept apart from the
 configuration (as skorch keeps ``module_`` apart from ``module``): :class:`LastRun` holds
-the last run and reads its objects.
+the last run and reads its objects. :data:`~hpo_trainer.EPOCHS` in a value or a primed
+argument becomes the run's epoch count here, in :func:`build_target`, for every target.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from hpo_trainer.checks import label_of
 from hpo_trainer.errors import ConfigError, HpoTrainerError
 from hpo_trainer.space import CLASS
+from hpo_trainer.space.epochs import resolve_epochs
 from hpo_trainer.train import data
 from hpo_trainer.train.devices import amp_mode, seed_everything
 from hpo_trainer.train.state import FitState, History, Run
@@ -29,9 +31,13 @@ def build_target(
     primed: tuple[tuple, dict],
     values: Mapping[str, Any],
     *lead: Any,
+    epochs: int | None = None,
     explain: bool = False,
 ) -> Any:
     """Build ``target`` as ``cls(*lead, *primed_args, **primed_kwargs, **values)``.
+
+    :data:`~hpo_trainer.EPOCHS` expressions in the primed arguments and the values (also
+    inside lists, tuples and dicts) are replaced by their values for ``epochs`` first.
 
     Args:
         target: ``model``, ``criterion``, ``optimizer`` or ``scheduler``.
@@ -40,20 +46,29 @@ def build_target(
         primed: The primed ``(args, kwargs)`` of ``target``.
         values: The values of ``target``'s space.
         *lead: Leading arguments from the run (the model's parameters, the optimizer).
+        epochs: The epochs of the run being built, for :data:`~hpo_trainer.EPOCHS`.
         explain: Turn an exception raised by a user class into a :class:`ConfigError`.
 
     Returns:
         The built object; a criterion that is an instance or function, as it is.
 
     Raises:
-        ConfigError: If ``explain`` and building failed, or a model is not an ``nn.Module``.
+        ConfigError: If ``explain`` and building failed, a model is not an ``nn.Module``,
+            or an ``EPOCHS`` expression is not a positive integer for ``epochs``.
 
     """
     values = dict(values)
     cls = values.pop(CLASS, None) or cls
-    args, kwargs = primed
     if target == "criterion" and not isinstance(cls, type):
         return cls  # an instance or a plain function is used as it is
+    args = tuple(
+        resolve_epochs(a, epochs, f"prime_{target} positional argument {i + 1}")
+        for i, a in enumerate(primed[0])
+    )
+    kwargs = {
+        k: resolve_epochs(v, epochs, f"prime_{target}({k}=...)") for k, v in primed[1].items()
+    }
+    values = {k: resolve_epochs(v, epochs, f"{target} argument {k!r}") for k, v in values.items()}
     try:
         built = cls(*lead, *args, **{**kwargs, **values})
     except HpoTrainerError:
@@ -103,7 +118,8 @@ def build_run(
         num_workers: ``DataLoader`` worker processes for general datasets.
         device: Where the model and the batches go.
         amp: The mixed precision asked for (see :func:`~hpo_trainer.train.devices.amp_mode`).
-        epochs: The epoch the run stops after.
+        epochs: The epoch the run stops after; :data:`~hpo_trainer.EPOCHS` in a value or a
+            primed argument becomes this number.
         seed: Seeds the model's initialisation and the shuffles; ``None`` draws a seed.
         with_test: Evaluate the test set every epoch.
         params: The searched values as stored, recorded on the run's state.
@@ -114,14 +130,21 @@ def build_run(
         The run, ready for :func:`hpo_trainer.train.loop.fit`.
 
     Raises:
-        ConfigError: If ``explain`` and building a target failed.
+        ConfigError: If ``explain`` and building a target failed, or an ``EPOCHS``
+            expression is not a positive integer for ``epochs``.
 
     """
     generator = _seeded_generator(seed)
 
     def make(target: str, *lead: Any) -> Any:
         return build_target(
-            target, classes[target], primed[target], values.get(target, {}), *lead, explain=explain
+            target,
+            classes[target],
+            primed[target],
+            values.get(target, {}),
+            *lead,
+            epochs=epochs,
+            explain=explain,
         )
 
     model = make("model").to(device)
@@ -132,6 +155,7 @@ def build_run(
     scheduler = make("scheduler", optimizer) if with_scheduler else None
     mode = amp_mode(amp, device)
     size = values.get("loader", {}).get("batch_size", batch_size)
+    size = resolve_epochs(size, epochs, "loader argument 'batch_size'")
     train_ds, val_ds, test_ds = datasets
     train, val, test = (
         _batches(ds, size, shuffle_by, num_workers, device)

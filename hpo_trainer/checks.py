@@ -243,6 +243,27 @@ def train_problems(
     return problems
 
 
+def keep_problems(*, keep: Any, monitor: Any, seed: Any) -> list[str]:
+    """Say what is wrong with ``keep``, ``monitor`` and ``seed`` of ``Trainer.train``."""
+    problems = []
+    if keep not in ("best", "last"):
+        problems.append(f"keep must be 'best' (the best epoch's weights) or 'last', got {keep!r}")
+    directions = ("min", "max", "minimize", "maximize")
+    if monitor is not None and not (
+        isinstance(monitor, (tuple, list))
+        and len(monitor) == 2
+        and isinstance(monitor[0], str)
+        and monitor[1] in directions
+    ):
+        problems.append(
+            f"monitor must be a (metric, direction) pair such as ('val/loss', 'min') or "
+            f"('val/acc', 'max'), got {monitor!r}"
+        )
+    if seed is not None and not is_int(seed, 0):
+        problems.append(f"seed must be an integer >= 0 or None, got {seed!r}")
+    return problems
+
+
 # -- the configuration: classes, primed arguments and spaces -----------------------------
 
 

@@ -107,6 +107,12 @@ def best_record(
         **(_multi_part(study, best) if len(goals) > 1 else {}),
         "trial": best.number,
         "epochs": best.user_attrs.get("max_epochs", attrs.get(facts.EPOCHS_KEY)),
+        # What made the trial's value: `train` repeats it (epochs, best epoch, seed, threads).
+        "recipe": {
+            k: v
+            for k, v in facts.recipe(study, best).items()
+            if k in ("epochs", "best_epoch", "seed", "threads", "checkpoint")
+        },
         "study": study.study_name,
         "storage": mask_url(storage_url),
         "study_file": attrs.get("hpo:study_file"),
@@ -130,18 +136,27 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_file(path)
 
 
-def write(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+def write(
+    record: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    reads: tuple[str | os.PathLike[str] | None, ...] = (),
+) -> Path:
     """Write an export record as JSON, atomically (never half-written).
 
     Args:
         record: The record (see :func:`best_record`).
-        path: The file to write.
+        path: The file to write; it must end in ``.json``.
+        reads: The files the export read (the study's storage file, its study file): ``path``
+            may be none of them.
 
     Returns:
         The path written.
 
     Raises:
-        ConfigError: If ``path`` is a directory or cannot be written.
+        ConfigError: If ``path`` does not end in ``.json``, is a directory, a file in
+            ``reads`` or a SQLite database, or cannot be written; nothing is written then.
 
     """
-    return write_output(json.dumps(record, indent=2, sort_keys=False) + "\n", path, "best.json")
+    data = json.dumps(record, indent=2, sort_keys=False) + "\n"
+    return write_output(data, path, "best.json", reads=reads, suffixes=(".json",))

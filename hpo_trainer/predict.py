@@ -427,7 +427,9 @@ def _rebuild(run_dir: Path, summary: dict[str, Any], trainer: Trainer) -> torch.
             "train it again with `hpo-trainer train`"
         )
     state = checkpoint.load(weights)
-    model = trainer.build_model(trainer.resolve_params(summary.get("params") or None))
+    planned = (summary.get("recipe") or {}).get("epochs", summary.get("epochs"))
+    values = trainer.resolve_params(summary.get("params") or None)
+    model = trainer.build_model(values, epochs=planned if isinstance(planned, int) else None)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -97,7 +97,7 @@ def _example_input(trainer: Trainer) -> Any:
         return None
     try:
         batch = next(iter(make_batches(source, batch_size=2, shuffle=False)))
-        return split_xy(batch)[0].to(trainer.device)
+        return split_xy(batch)[0].to(trainer.device).clone()  # not a view: export guards it
     except Exception:
         return None
 

@@ -183,8 +183,14 @@ class Trainer(Recipe, LastRun):
         device = next(iter(model.parameters()), torch.empty(0)).device
         return WithPreprocess(copy.deepcopy(self._preprocess).to(device), model)
 
-    def build_model(self, values: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+    def build_model(
+        self, values: Mapping[str, Mapping[str, Any]], *, epochs: int | None = None
+    ) -> nn.Module:
         """Build the model a run with ``values`` trains and ships (preprocessing included).
+
+        Args:
+            values: The values for each target (see :meth:`resolve_params`).
+            epochs: The run's planned epochs (for model arguments bound to ``EPOCHS``).
 
         Raises:
             ConfigError: If building the model fails.
@@ -195,6 +201,7 @@ class Trainer(Recipe, LastRun):
             self._classes["model"],
             self._primed["model"],
             values.get("model", {}),
+            epochs=epochs,
             explain=True,
         )
         return self._shipped(model)

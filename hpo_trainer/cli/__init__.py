@@ -175,12 +175,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _alias(
+    p: argparse.ArgumentParser, alias: str, of: str, *, convert: Callable[[str], Any]
+) -> None:
+    """Add ``alias`` as another name of the option ``of`` (the same value, the same check).
+
+    A separate option rather than a second name of ``of``, so that an error names the
+    option the user typed.
+    """
+    p.add_argument(alias, dest=of.lstrip("-"), type=convert, metavar="N", help=f"the same as {of}")
+
+
 def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", help="a study file, e.g. studies/digits_mlp.py")
     p.add_argument("--study-name", help="default: the trainer's name")
     _storage_options(p)
     _study_options(p)
-    p.add_argument("--trials", type=_positive_int, help="finished trials the study should reach")
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        help="finished trials the study should reach (n_trials in SEARCH and in Python)",
+    )
+    _alias(p, "--n-trials", "--trials", convert=_positive_int)
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
     p.add_argument(
         "--workers",
@@ -188,6 +204,7 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="local worker processes (default 1, or one per device slot)",
     )
+    _alias(p, "--n-workers", "--workers", convert=_positive_int)
     p.add_argument(
         "--devices",
         type=_device_list,
@@ -289,9 +306,33 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     p = command("train", "the final training run on exported params")
     p.add_argument("study_file", help="the study file the params were searched with")
     p.add_argument("--params", required=True, help="a params file from `hpo-trainer export`")
-    p.add_argument("--epochs", type=_positive_int, help="default: the study file's TRAIN epochs")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="default: the trial's own epochs (else the study file's TRAIN epochs, else 30)",
+    )
+    p.add_argument("--seed", type=_seed, help="default: the trial's own seed")
+    p.add_argument(
+        "--threads", type=_positive_int, help="torch threads (default: the trial's own)"
+    )
+    p.add_argument(
+        "--keep",
+        choices=("best", "last"),
+        default="best",
+        help="the weights the run ends with: the best epoch's by the study's metric "
+        "(default, with validation data) or the last epoch's",
+    )
+    p.add_argument(
+        "--from-trial",
+        action="store_true",
+        help="ship the trial's own best-epoch weights from its kept checkpoint: no training",
+    )
     p.add_argument("--save-every", type=_positive_int, help="checkpoint every K epochs")
-    p.add_argument("--merge-val", action="store_true", help="train on train + val")
+    p.add_argument(
+        "--merge-val",
+        action="store_true",
+        help="train on train + val (no validation set left: the last epoch is kept)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
     _runs_dir_option(p)
     _study_options(p)
@@ -310,6 +351,23 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N, mps")
     p.add_argument(
         "--study-file", help="the study file that built the run (default: the one it records)"
+    )
+    p.add_argument(
+        "--trust-exported",
+        action="store_true",
+        help="load the run's torch.export program (model.pt2) instead of rebuilding the model "
+        "from the study file: loading it unpickles data, so only for run folders you trust",
+    )
+    p.add_argument(
+        "--no-input-check",
+        action="store_true",
+        help="predict even on inputs far outside the range of the training inputs",
+    )
+    p.add_argument(
+        "--header",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="whether a CSV input's first row is a header (default: auto)",
     )
     _study_options(p)
 

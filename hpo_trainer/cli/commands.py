@@ -241,12 +241,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import optuna
 
     from hpo_trainer import export
+    from hpo_trainer.search.storage import parse_url
 
     storage = _open(args)
     name = _pick_study(storage, args.study_name)
     study = optuna.load_study(study_name=name, storage=storage)
     record = export.best_record(study, _storage_url(args), top=args.top, trial=args.trial)
-    path = export.write(record, args.out)
+    # Never write over what was read: the storage's file, the study file.
+    reads = (parse_url(_storage_url(args)).path, study.user_attrs.get("hpo:study_file"))
+    path = export.write(record, args.out, reads=reads)
     which = "best" if args.trial is None else "chosen"
     values = record.get("values") or {record["metric"]: record["value"]}
     _say(
@@ -260,8 +263,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from hpo_trainer import export, studyfile
+    from hpo_trainer.final import compare, final_run, ship_trial, trial_recipe
 
     record = export.read(args.params)
+    recipe = trial_recipe(record)
     defaults = studyfile.defaults(args.study_file, "TRAIN")
     trainer = studyfile.load_trainer_from_file(
         args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=args.quiet
@@ -272,28 +277,75 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "%s changed since these params were exported; the run uses the file as it is now",
             args.study_file,
         )
+    provenance = {k: record.get(k) for k in ("study", "trial", "value", "storage")}
+    provenance["best_epoch"] = recipe.get("best_epoch")
+    if args.from_trial:
+        summary = ship_trial(trainer, record, provenance=provenance)
+        epoch = summary["recipe"].get("trial_epoch")
+        _say(args, f"shipped trial {record.get('trial')}'s epoch {epoch}: {_metrics(summary)}")
+        line = compare(summary)
+        if line:
+            _say(args, line)
+        print(summary["run_dir"])
+        return 0
     if args.merge_val:
         from hpo_trainer.train.data import merge
 
         trainer.train_data = merge(trainer.train_data, trainer.val_data)
-    from hpo_trainer.final import final_run
-
+        trainer.val_data = None  # nothing left to choose an epoch on: the last is kept
+    epochs = args.epochs or recipe.get("epochs") or defaults.get("epochs", 30)
+    seed = args.seed if args.seed is not None else recipe.get("seed")
+    threads = args.threads or recipe.get("threads")
+    metric, direction = record.get("metric") or "val/loss", record.get("direction")
+    monitor = (metric, direction) if direction in ("minimize", "maximize") else None
+    _say(args, _plan(record, epochs, seed, threads, args, monitor))
     summary = final_run(
         trainer,
         params=record["params"] if not args.resume else None,
-        epochs=args.epochs or defaults.get("epochs", 30),
+        epochs=epochs,
         save_every=args.save_every or defaults.get("save_every"),
         resume=args.resume or False,
-        provenance={k: record.get(k) for k in ("study", "trial", "value", "storage")},
+        provenance=provenance,
+        seed=seed,
+        threads=threads,
+        keep=args.keep,
+        monitor=monitor,
     )
-    metrics = ", ".join(
+    _say(args, f"trained {summary['epochs']} epochs: {_metrics(summary)}")
+    line = compare(summary)
+    if line:
+        _say(args, line)
+    print(summary["run_dir"])
+    return 0
+
+
+def _plan(
+    record: dict[str, Any],
+    epochs: int,
+    seed: int | None,
+    threads: int | None,
+    args: argparse.Namespace,
+    monitor: tuple[str, str] | None,
+) -> str:
+    """Say what the final run repeats of its trial, and what it changes."""
+    origin = f"trial {record['trial']}'s" if record.get("trial") is not None else "the params'"
+    parts = [f"{epochs} epochs"]
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    if threads is not None:
+        parts.append(f"{threads} thread(s)")
+    keep = "the last epoch"
+    if args.keep == "best" and not args.merge_val:
+        keep = f"the best epoch by {monitor[0] if monitor else 'val/loss'}"
+    return f"training {origin} recipe: {', '.join(parts)}; keeping {keep}"
+
+
+def _metrics(summary: dict[str, Any]) -> str:
+    return ", ".join(
         f"{k} {v:.4g}"
         for k, v in summary["final_metrics"].items()
         if k.startswith(("test/", "val/"))
     )
-    _say(args, f"trained {summary['epochs']} epochs: {metrics}")
-    print(summary["run_dir"])
-    return 0
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -338,10 +390,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import optuna
 
     from hpo_trainer.report import write_report
+    from hpo_trainer.search.storage import parse_url
 
     storage = _open(args)
     name = _pick_study(storage, args.study_name)
-    path = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
+    study = optuna.load_study(study_name=name, storage=storage)
+    # Never write over what was read: the storage's file, the study file.
+    reads = (parse_url(_storage_url(args)).path, study.user_attrs.get("hpo:study_file"))
+    path = write_report(study, args.out, reads=reads)
     print(path)
     return 0
 
@@ -354,8 +410,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         study_file=args.study_file,
         options=dict(args.options) if args.options else None,
         device=args.device,
+        trust_exported=args.trust_exported,
     )
-    data = predict_file(run, args.input, out=args.out, key=args.key, batch_size=args.batch_size)
+    data = predict_file(
+        run,
+        args.input,
+        out=args.out,
+        key=args.key,
+        batch_size=args.batch_size,
+        header={"auto": None, "yes": True, "no": False}[args.header],
+        check_inputs=not args.no_input_check,
+    )
     if args.out is None:
         sys.stdout.write(data.decode())
     else:

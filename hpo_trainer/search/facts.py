@@ -42,8 +42,48 @@ def running(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Return the trials that failed by themselves (not by a dead or stopped worker)."""
+    """Return the trials that failed by themselves (not by a dead or stopped worker).
+
+    The one count of failures: ``max_failures``, the progress line and status read it.
+    """
     return [t for t in trials if t.state == TrialState.FAIL and "failure" in t.user_attrs]
+
+
+#: What status calls a failed trial that is not a failure (see :func:`outcome`).
+INTERRUPTED = "INTERRUPTED"
+RETRIED = "RETRIED"
+ABANDONED = "ABANDONED"
+
+
+def retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Return the numbers of the attempts that were queued again (their retry history)."""
+    return {int(n) for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def outcome(trial: FrozenTrial, again: set[int]) -> str:
+    """Return the name under which status counts ``trial``.
+
+    A trial's state name (``COMPLETE``, ``PRUNED``, ``RUNNING``, ...), except for a FAIL
+    trial that is not a failure (:func:`failures`): ``INTERRUPTED`` if a signal stopped
+    it, ``RETRIED`` if its worker died and it was queued again, ``ABANDONED`` if its worker
+    died and it was not (it ran out of retries).
+
+    Args:
+        trial: The trial.
+        again: The numbers of the attempts that were queued again (:func:`retried`).
+
+    """
+    if trial.state != TrialState.FAIL or "failure" in trial.user_attrs:
+        return trial.state.name
+    if "interrupted" in trial.user_attrs:
+        return INTERRUPTED
+    return RETRIED if trial.number in again else ABANDONED
+
+
+def outcomes(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """Return how many trials have each :func:`outcome`; ``FAIL`` counts :func:`failures`."""
+    again = retried(trials)
+    return dict(Counter(outcome(t, again) for t in trials))
 
 
 def is_multi(study: optuna.Study) -> bool:
@@ -151,7 +191,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     ``metric``, ``direction`` and ``best`` are those of the first objective.
     """
     trials = study.get_trials(deepcopy=False)
-    states = Counter(t.state.name for t in trials)
+    states = outcomes(trials)
     top = best(study, trials)
     now_running = running(trials)
     goals = objectives(study)
@@ -168,7 +208,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "direction": goals[0][1],
         "metric": metric(study) if len(goals) == 1 else goals[0][0],
         "trials": len(trials),
-        "states": dict(states),
+        "states": states,
         "finished": done,
     }
     if len(goals) > 1:
@@ -196,3 +236,30 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     result["budget"] = total
     result["eta_seconds"] = eta
     return result
+
+
+def recipe(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    """Return what made a completed trial's value, for a final run to repeat it.
+
+    Returns:
+        ``study``, ``trial``, ``value`` (the first objective's), ``metric`` and
+        ``direction`` (the first objective), ``epochs`` (the trial's maximum),
+        ``best_epoch``, ``seed`` and ``threads`` (``None`` where a trial written by an
+        older version did not record them), and ``checkpoint`` (the trial's kept
+        checkpoint file, which may since have been cleaned up).
+
+    """
+    goal = objectives(study)[0]
+    attrs = trial.user_attrs
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "value": trial.values[0] if trial.values else None,
+        "metric": goal[0],
+        "direction": goal[1],
+        "epochs": attrs.get("max_epochs", study.user_attrs.get(EPOCHS_KEY)),
+        "best_epoch": attrs.get("best_epoch"),
+        "seed": attrs.get("seed"),
+        "threads": attrs.get("threads"),
+        "checkpoint": attrs.get("checkpoint"),
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,28 @@ def choice_label(value: Any) -> str | int | float | bool | None:
         return value
     name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
     return name if isinstance(name, str) else repr(value)
+
+
+def choice_tuple(name: str, choices: Any) -> tuple[Any, ...]:
+    """Return the choices of the categorical ``name`` as a tuple, in their given order.
+
+    Raises:
+        SpaceError: If ``choices`` is not a list or tuple (a string, or a set: its order
+            changes from process to process).
+
+    """
+    if isinstance(choices, (str, bytes)) or not isinstance(choices, Iterable):
+        raise SpaceError(
+            f"choices for {name!r} must be a list, got {choices!r}; "
+            f"write add_categorical({name!r}, [{choices!r}, ...])"
+        )
+    if isinstance(choices, (set, frozenset)):
+        raise SpaceError(
+            f"choices for {name!r} must come in a fixed order, a list or tuple, not a set: "
+            "a set's order changes from process to process, so workers would disagree "
+            f"on the choices; write add_categorical({name!r}, sorted(...)) or a list"
+        )
+    return tuple(choices)
 
 
 class Dimension:

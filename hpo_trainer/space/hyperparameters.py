@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo_trainer.errors import SpaceError, did_you_mean, raise_all
-from hpo_trainer.space.conditions import parents_first
+from hpo_trainer.space.conditions import parents_first, parse_when
 from hpo_trainer.space.dimensions import (
     CategoricalDim,
     Dimension,
@@ -22,6 +22,7 @@ from hpo_trainer.space.dimensions import (
     IntDim,
     check_bounds,
     choice_label,
+    choice_tuple,
 )
 
 if TYPE_CHECKING:
@@ -38,12 +39,22 @@ _UNSET: Any = object()
 
 @dataclass
 class _Entry:
-    """A registered name: its search definition, its fixed value, and which is in use."""
+    """A registered name: its search definition, its fixed value, and which is in use.
+
+    The range and the fixed value each have their own condition (``when``, ``value_when``),
+    so switching between them with activate / deactivate keeps each one's condition.
+    """
 
     dim: Dimension | None = None
     value: Any = _UNSET
     active: bool = False
     when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    value_when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def condition(self) -> dict[str, tuple[Any, ...]]:
+        """The condition of what is in use: the range if searched, else the fixed value."""
+        return self.when if self.active and self.dim is not None else self.value_when
 
 
 class Hyperparameters:
@@ -133,15 +144,25 @@ class Hyperparameters:
             )
         return self._set_dim(name, FloatDim(10.0**low, 10.0**high, log=True), None)
 
-    def set_value(self, name: str, value: Any) -> Hyperparameters:
+    def set_value(
+        self, name: str, value: Any, *, when: Mapping[str, Any] | None = None
+    ) -> Hyperparameters:
         """Fix ``name`` to ``value``; it is no longer searched (see :meth:`activate`).
+
+        Args:
+            name: The argument name.
+            value: The value, passed to the target as it is; :data:`~hpo_trainer.EPOCHS`
+                (or ``EPOCHS // 2``, ...) becomes the epoch count of each run when built.
+            when: Pass it only when other parameters of this space have these values, e.g.
+                ``set_value("momentum", 0.9, when={"class": SGD})``, as in
+                :meth:`add_float`. A range's condition does not carry over to the value.
 
         Returns:
             ``self``, for chaining.
 
         Raises:
-            SpaceError: If ``name`` is not an identifier, or is ``"class"`` and ``value``
-                is not a class.
+            SpaceError: If ``name`` is not an identifier, is ``"class"`` and ``value`` is
+                not a class, or ``when`` is not a valid condition.
 
         """
         if name == CLASS and value is not None and not callable(value):
@@ -149,8 +170,10 @@ class Hyperparameters:
                 f"'class' fixes the {self.target} class itself, so its value must be a class "
                 f"such as SGD, got {value!r}"
             )
+        conditions = parse_when(name, when)
         entry = self._entry(name, create=True)
         entry.value = value
+        entry.value_when = conditions
         entry.active = False
         return self
 
@@ -242,18 +265,7 @@ class Hyperparameters:
             ``self``, for chaining.
 
         """
-        if isinstance(choices, (str, bytes)) or not isinstance(choices, Iterable):
-            raise SpaceError(
-                f"choices for {name!r} must be a list, got {choices!r}; "
-                f"write add_categorical({name!r}, [{choices!r}, ...])"
-            )
-        if isinstance(choices, (set, frozenset)):
-            raise SpaceError(
-                f"choices for {name!r} must come in a fixed order, a list or tuple, not a set: "
-                "a set's order changes from process to process, so workers would disagree "
-                f"on the choices; write add_categorical({name!r}, sorted(...)) or a list"
-            )
-        choices = tuple(choices)
+        choices = choice_tuple(name, choices)
         if name == CLASS:
             odd = [c for c in choices if c is not None and not callable(c)]
             if odd:
@@ -286,14 +298,17 @@ class Hyperparameters:
 
     @property
     def fixed(self) -> dict[str, Any]:
-        """The names with a fixed value, with those values."""
+        """The names with a fixed value, with those values (conditional ones too)."""
         return {
             n: e.value for n, e in self._entries.items() if not e.active and e.value is not _UNSET
         }
 
     def conditions(self, name: str) -> dict[str, tuple[Any, ...]]:
-        """Return the condition of ``name``: parent name -> values under which it exists."""
-        return dict(self._entry(name).when)
+        """Return the condition of ``name``: parent name -> values under which it exists.
+
+        It is the condition of the range while ``name`` is searched, else of its fixed value.
+        """
+        return dict(self._entry(name).condition)
 
     def validate(self) -> None:
         """Check the space as a whole (conditions refer to searched categoricals, no cycles).
@@ -310,7 +325,7 @@ class Hyperparameters:
                     f"set_range({name!r}, low, high) or set_value({name!r}, value), or do "
                     "not register it"
                 )
-            for parent, values in entry.when.items():
+            for parent, values in entry.condition.items():
                 pentry = self._entries.get(parent)
                 if pentry is None:
                     problems.append(
@@ -403,7 +418,7 @@ class Hyperparameters:
             if key in self.searched and key not in values:
                 when = ", ".join(
                     f"{p} is {' or '.join(map(str, v))}"
-                    for p, v in self._entries[key].when.items()
+                    for p, v in self._entries[key].condition.items()
                 )
                 problems.append(
                     f"{self.target} parameter {key!r} only applies when {when}; remove it "
@@ -447,17 +462,7 @@ class Hyperparameters:
                 f"'class' chooses the {self.target} class itself, so it must be a categorical "
                 f"of classes, e.g. choose_class([SGD, Adam]); got a {dim} range"
             )
-        if when is not None and not isinstance(when, Mapping):
-            raise SpaceError(
-                f"when must be a dict {{parent name: value or list of values}}, e.g. "
-                f"when={{'class': SGD}}, got {when!r}"
-            )
-        conditions = {}
-        for parent, values in (when or {}).items():
-            if parent == name:
-                raise SpaceError(f"{name!r} cannot depend on itself")
-            many = values if isinstance(values, (list, set, frozenset)) else [values]
-            conditions[parent] = tuple(choice_label(v) for v in many)
+        conditions = parse_when(name, when)
         entry = self._entry(name, create=True)
         entry.dim = dim
         entry.active = True
@@ -466,14 +471,14 @@ class Hyperparameters:
 
     def _order(self) -> list[str]:
         """Names in an order where every parent comes before the names depending on it."""
-        return parents_first({name: entry.when for name, entry in self._entries.items()})
+        return parents_first({name: entry.condition for name, entry in self._entries.items()})
 
     def _draw(self, draw: Any) -> dict:
         labels: dict[str, Any] = {}
         values: dict[str, Any] = {}
         for name in self._order():
             entry = self._entries[name]
-            if not all(labels.get(p, _UNSET) in vs for p, vs in entry.when.items()):
+            if not all(labels.get(p, _UNSET) in vs for p, vs in entry.condition.items()):
                 continue
             if entry.active and entry.dim is not None:
                 values[name] = draw(name, entry.dim)

@@ -1,0 +1,181 @@
+"""From the search to the shipped model: the final run repeats the trial's recipe and keeps
+its best epoch, ``--from-trial`` ships the trial's own weights, and the Python API's runs
+load with ``load_run``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from scenarios import hpo
+
+from hpo_trainer import ConfigError, Hyperparameters, Trainer, load_run
+from hpo_trainer.final import compare, final_run
+from hpo_trainer.studyfile import load_trainer_from_file
+from hpo_trainer.train import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+MLP = ROOT / "studies" / "digits_mlp.py"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 3-trial search of the digits study from the command line, and its export."""
+    cwd = tmp_path_factory.mktemp("searched")
+    hpo("search", MLP, "--trials", "3", "--epochs", "6", "--seed", "3", "--quiet", cwd=cwd)
+    hpo("export", "--out", "best.json", cwd=cwd)
+    return cwd, json.loads((cwd / "best.json").read_text())
+
+
+def test_export_records_the_trials_recipe(searched):
+    cwd, record = searched
+    study = optuna.load_study(study_name="digits_mlp", storage=f"sqlite:///{cwd}/runs/studies.db")
+    trial = study.trials[record["trial"]]
+    recipe = record["recipe"]
+    assert recipe["epochs"] == 6 and recipe["seed"] == 3 + record["trial"]
+    assert recipe["best_epoch"] == trial.user_attrs["best_epoch"]
+    assert recipe["threads"] == trial.user_attrs["threads"] >= 1
+    assert (cwd / recipe["checkpoint"]).is_file()
+
+
+def test_train_repeats_the_trial_and_says_how_the_values_compare(searched):
+    cwd, record = searched
+    proc = hpo("train", MLP, "--params", "best.json", cwd=cwd)
+    run_dir = cwd / proc.stdout.strip()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # The trial's own recipe: its epochs (not TRAIN's 30), its seed and its threads.
+    assert summary["epochs"] == 6 and summary["recipe"]["seed"] == record["recipe"]["seed"]
+    assert summary["recipe"]["threads"] == record["recipe"]["threads"]
+    assert f"training trial {record['trial']}'s recipe: 6 epochs" in proc.stderr
+    # On the CPU it repeats the trial epoch for epoch: the same best epoch and value.
+    assert summary["kept_epoch"] == record["recipe"]["best_epoch"]
+    assert summary["final_metrics"]["val/loss"] == pytest.approx(record["value"], rel=1e-6)
+    assert "(1.000x)" in proc.stderr and f"trial {record['trial']}:" in proc.stderr
+
+
+def test_from_trial_ships_the_trials_best_epoch_without_training(searched):
+    cwd, record = searched
+    proc = hpo("train", MLP, "--params", "best.json", "--from-trial", cwd=cwd)
+    run_dir = cwd / proc.stdout.strip()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_metrics"]["val/loss"] == pytest.approx(record["value"], rel=1e-6)
+    assert summary["recipe"]["trial_epoch"] == record["recipe"]["best_epoch"]
+    assert "test/acc" in summary["final_metrics"] and not (run_dir / "checkpoints").exists()
+    # The weights shipped are the trial checkpoint's best-epoch weights, byte for byte.
+    ckpt = checkpoint.load(cwd / record["recipe"]["checkpoint"])
+    best = next(v for k, v in ckpt["callbacks"].items() if k.startswith("KeepBest"))
+    shipped = checkpoint.load(run_dir / "model.pt")
+    assert all(torch.equal(shipped[k], best["weights"][k]) for k in best["weights"])
+    run = load_run(run_dir)
+    assert run.source == "state_dict" and run.predict(np.zeros((2, 64))).shape == (2, 10)
+
+
+def test_from_trial_without_the_checkpoint_is_a_clear_error(searched, tmp_path):
+    cwd, record = searched
+    bad = dict(record, recipe={**record["recipe"], "checkpoint": str(tmp_path / "gone.pt")})
+    (tmp_path / "best.json").write_text(json.dumps(bad))
+    proc = hpo("train", MLP, "--params", "best.json", "--from-trial", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no checkpoint at" in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_crafted_recipe_is_refused(tmp_path):
+    (tmp_path / "best.json").write_text(
+        json.dumps({"params": {"optimizer": {"lr": 0.01}}, "recipe": {"seed": "x", "epochs": 0}})
+    )
+    proc = hpo("train", MLP, "--params", "best.json", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 or proc.returncode == 1
+    assert "recipe seed must be an integer >= 0, got 'x'" in proc.stderr
+    assert "recipe epochs must be an integer >= 1, got 0" in proc.stderr
+
+
+def _unstable_trainer(runs_dir: Path) -> Trainer:
+    """A digits MLP whose learning rate is high enough that validation loss rises late."""
+    from digits_mlp import Net, load_digits_split
+
+    splits = load_digits_split()
+    tr = Trainer(
+        splits["train"], splits["val"], splits["test"], seed=0, runs_dir=runs_dir, quiet=True
+    )
+    tr.set_model(Net)
+    tr.prime_model(input_size=64, hidden_size=64, target_length=10)
+    tr.set_criterion(torch.nn.CrossEntropyLoss)
+    tr.set_optimizer(torch.optim.Adam)
+    tr.prime_optimizer(lr=0.1)
+    return tr
+
+
+def test_train_keeps_the_best_epoch_and_load_run_gets_the_python_apis_run(tmp_path):
+    tr = _unstable_trainer(tmp_path)
+    history = tr.train(epochs=12)
+    val = history["val/loss"]
+    best = int(np.argmin(val)) + 1
+    assert best < 12, "the lr must overfit for this test to mean anything"
+    summary = json.loads((tr.run_dir / "summary.json").read_text())
+    assert summary["kept_epoch"] == best and summary["epochs"] == 12
+    assert summary["final_metrics"]["val/loss"] == val[best - 1]
+    assert summary["last_metrics"]["val/loss"] == val[-1]
+    # The model the trainer holds, the one saved and the one load_run gives: the best epoch.
+    x, y = tr.val_data
+    with torch.no_grad():
+        held = torch.nn.functional.cross_entropy(tr.get_model().eval()(x), y).item()
+    assert held == pytest.approx(val[best - 1], rel=1e-5)
+    with pytest.raises(
+        ConfigError, match=r"records no study file.*load_run\(run_dir, trainer=tr\)"
+    ):
+        load_run(tr.run_dir)
+    run = load_run(tr.run_dir, trainer=tr)
+    with torch.no_grad():
+        expected = tr.get_model()(x)
+    assert torch.allclose(run.predict(x), expected, atol=1e-6)
+    last = _unstable_trainer(tmp_path)
+    last.train(epochs=12, keep="last")
+    assert json.loads((last.run_dir / "summary.json").read_text())["kept_epoch"] == 12
+
+
+def test_train_after_hyp_opt_repeats_the_best_trial(tmp_path):
+    tr = load_trainer_from_file(MLP, runs_dir=tmp_path, quiet=True)
+    study = tr.hyp_opt(epochs=4, iters=2, seed=5, pruner="none")
+    tr.train(epochs=4)
+    summary = tr.summary
+    assert summary["searched_in"]["trial"] == study.best_trial.number
+    assert summary["recipe"]["seed"] == study.best_trial.user_attrs["seed"]
+    assert summary["final_metrics"]["val/loss"] == pytest.approx(study.best_value, rel=1e-6)
+    assert compare(summary).endswith("(1.000x)")
+
+
+def test_final_run_restores_the_thread_count(tmp_path):
+    tr = _unstable_trainer(tmp_path)
+    before = torch.get_num_threads()
+    summary = final_run(tr, params=None, epochs=1, threads=1)
+    assert summary["recipe"]["threads"] == 1 and torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match=r"threads must be an integer >= 1, got 0"):
+        final_run(tr, params=None, epochs=1, threads=0)
+
+
+def test_bad_keep_and_monitor_are_refused_together(tmp_path):
+    tr = _unstable_trainer(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        tr.train(epochs=1, keep="first", monitor=("val/loss", "down"), seed=-1)
+    text = str(info.value)
+    assert "keep must be 'best'" in text and "monitor must be a (metric, direction)" in text
+    assert "seed must be an integer >= 0" in text
+    assert not list(Path(tmp_path).glob("experiment-*"))
+
+
+def test_hyperparameters_example_in_the_readme_still_runs(tmp_path):
+    """The template's flow, end to end: hyp_opt, train, and the run folder's files."""
+    tr = _unstable_trainer(tmp_path)
+    tr.prime_optimizer()  # the lr is searched instead
+    hyp = Hyperparameters()
+    hyp.register("lr")
+    hyp.set_range("lr", -3, -2)
+    tr.set_hyperparameters(hyp)
+    tr.hyp_opt(epochs=2, iters=2)
+    tr.train(epochs=2)
+    assert {"model.pt", "summary.json"} <= {p.name for p in tr.run_dir.iterdir()}
