@@ -2,9 +2,11 @@
 and predictions written as CSV, JSON or ``.npy``.
 
 Inputs: ``.npy``, ``.npz`` (its one array, or the one named by ``key``), ``.pt`` (a tensor,
-loaded with ``weights_only=True``), ``.csv`` (numeric columns, an optional header row), or a
-folder of images read through an evaluation transform. Outputs are written atomically, so
-an error leaves nothing behind.
+loaded with ``weights_only=True``), ``.csv`` (numeric columns, an optional header row; UTF-8,
+with or without a BOM), or a folder of images read through an evaluation transform. Every
+example read is one row out, in order: missing cells, NaN, infinities, text and complex
+numbers are refused, naming where they are. Outputs are written atomically, so an error
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,8 @@ import torch
 
 from hpo_trainer.errors import ConfigError, DataError
 
+logger = logging.getLogger(__name__)
+
 #: The input files ``predict`` reads, by suffix.
 INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".csv")
 #: The output files ``predict`` writes, by suffix.
@@ -29,11 +34,21 @@ OUTPUT_SUFFIXES = (".csv", ".json", ".npy")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+#: Cells that mean "no value" (pandas' defaults), compared without case or spaces around.
+MISSING_CELLS = frozenset(
+    {"", "na", "n/a", "nan", "-nan", "+nan", "null", "none", "nil", "<na>", "nat", "#n/a"}
+    | {"#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "1.#ind", "1.#qnan"}
+)
+#: How many bad rows or cells an error message names.
+_SHOWN = 5
+
+
 def read_input(
     path: str | os.PathLike[str],
     *,
     key: str | None = None,
     transform: Callable[[Any], Any] | None = None,
+    header: bool | None = None,
 ) -> tuple[torch.Tensor, list[str] | None]:
     """Read the examples to predict, one per row (or per image).
 
@@ -41,59 +56,141 @@ def read_input(
         path: A ``.npy``, ``.npz``, ``.pt`` or ``.csv`` file, or a folder of images.
         key: The array of an ``.npz`` file that holds several.
         transform: Turns one PIL image into a tensor (image folders only).
+        header: Whether the first row of a ``.csv`` file is a header (``True``) or data
+            (``False``). ``None`` decides: a first row with a text cell is a header, and so
+            is one of the column numbers (``0,1,...,n-1`` or ``1,...,n``, as
+            ``pandas.DataFrame(x).to_csv(index=False)`` writes) above more rows.
 
     Returns:
         The examples as one tensor, and the image files' paths relative to the folder
         (``None`` for an array file).
 
     Raises:
-        ConfigError: If the path is missing or of a kind that cannot be read.
-        DataError: If the file cannot be read or holds no numeric examples.
+        ConfigError: If the path is missing or of a kind that cannot be read, or
+            ``header`` is given for an input that is not a ``.csv`` file.
+        DataError: If the file cannot be read, holds no numeric examples, has missing
+            cells, or holds NaN or infinite values.
 
     """
     path = Path(path)
     if path.is_dir():
-        return _read_images(path, transform)
+        _no_header(path, header)
+        images, names = _read_images(path, transform)
+        return _as_examples(images, path, names), names
     if not path.is_file():
         raise ConfigError(
             f"input {str(path)!r} does not exist; give a {', '.join(INPUT_SUFFIXES)} file or "
             "a folder of images"
         )
     suffix = path.suffix.lower()
-    readers = {".npy": _read_npy, ".npz": _read_npz, ".pt": _read_pt, ".csv": _read_csv}
+    readers: dict[str, Callable[[], Any]] = {
+        ".npy": lambda: _read_npy(path, key),
+        ".npz": lambda: _read_npz(path, key),
+        ".pt": lambda: _read_pt(path, key),
+        ".csv": lambda: _read_csv(path, header),
+    }
     if suffix not in readers:
         raise ConfigError(
             f"input {str(path)!r} must end in one of {', '.join(INPUT_SUFFIXES)} or be a "
             f"folder of images, got {suffix or 'no suffix'!r}"
         )
+    if suffix != ".csv":
+        _no_header(path, header)
     try:
-        array = readers[suffix](path, key)
+        array = readers[suffix]()
     except (DataError, ConfigError):
         raise
     except Exception as exc:  # numpy and torch raise many kinds for a bad file
+        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+            raise DataError(
+                f"input {str(path)!r} must hold a numeric array, but it holds Python objects "
+                "(an object array), which are not loaded because loading them could run "
+                "code; save numbers instead, e.g. np.save(path, x.astype(np.float32))"
+            ) from None
         raise DataError(
             f"input {str(path)!r} cannot be read: {type(exc).__name__}: {exc}"
         ) from exc
     return _as_examples(array, path), None
 
 
-def _as_examples(array: Any, path: Path) -> torch.Tensor:
-    tensor = array if isinstance(array, torch.Tensor) else torch.as_tensor(np.asarray(array))
-    if tensor.dtype == torch.bool or not (tensor.is_floating_point() or _is_int(tensor)):
-        raise DataError(
-            f"input {str(path)!r} must hold numbers, got dtype {tensor.dtype}; convert it to "
-            "float32"
+def _no_header(path: Path, header: bool | None) -> None:
+    """Refuse ``header`` for an input that has no header row to read or skip."""
+    if header is not None:
+        raise ConfigError(
+            f"header={header} applies to .csv inputs only, but {str(path)!r} is not a .csv "
+            "file; leave header unset for it"
         )
+
+
+def _as_examples(array: Any, path: Path, names: list[str] | None = None) -> torch.Tensor:
+    """Return ``array`` as a tensor of examples, refusing what a model cannot predict."""
+    if not isinstance(array, torch.Tensor):
+        array = np.asarray(array)
+        if array.dtype.kind not in "biuf":
+            raise DataError(_dtype_problem(path, array.dtype.kind, str(array.dtype)))
+        try:
+            array = torch.as_tensor(array)
+        except (TypeError, RuntimeError) as exc:  # a numeric dtype torch does not have
+            raise DataError(
+                f"input {str(path)!r} must hold numbers torch can read, got dtype "
+                f"{array.dtype} ({exc}); convert it, e.g. x.astype(np.float32)"
+            ) from None
+    tensor = array
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        kind = "b" if tensor.dtype == torch.bool else "c"
+        raise DataError(_dtype_problem(path, kind, str(tensor.dtype)))
     if tensor.dim() == 0 or len(tensor) == 0:
         raise DataError(
             f"input {str(path)!r} holds no examples (shape {tuple(tensor.shape)}); give one "
             "example per row"
         )
+    _check_finite(tensor, path, names)
     return tensor
 
 
-def _is_int(tensor: torch.Tensor) -> bool:
-    return not tensor.is_floating_point() and not tensor.is_complex()
+def _dtype_problem(path: Path, kind: str, dtype: str) -> str:
+    """Return the error message for an input of a dtype that is not real numbers."""
+    what = {
+        "U": "text",
+        "S": "bytes (text)",
+        "c": "complex numbers",
+        "b": "booleans",
+        "O": "Python objects",
+        "V": "structured records",
+        "M": "dates",
+        "m": "time spans",
+    }.get(kind, "values that are not numbers")
+    fix = {
+        "U": "convert the text to numbers first (e.g. x.astype(np.float32)), or drop text "
+        "columns such as ids and labels",
+        "S": "convert the text to numbers first (e.g. x.astype(np.float32))",
+        "c": "give real numbers, e.g. x.real or abs(x), as float32",
+        "V": "give one plain numeric array, e.g. np.stack([x[f] for f in x.dtype.names], 1)",
+    }.get(kind, "convert it to numbers, e.g. x.astype(np.float32)")
+    return (
+        f"input {str(path)!r} must hold real numbers, but it holds {what} (dtype {dtype}); {fix}"
+    )
+
+
+def _check_finite(tensor: torch.Tensor, path: Path, names: list[str] | None) -> None:
+    """Refuse examples that hold NaN or an infinity: a model predicts nothing useful there."""
+    if not tensor.is_floating_point():
+        return
+    bad = (~torch.isfinite(tensor)).reshape(len(tensor), -1).any(dim=1).nonzero().flatten()
+    if len(bad) == 0:
+        return
+    first = bad[:_SHOWN].tolist()
+    more = ", ..." if len(bad) > _SHOWN else ""
+    if names is not None:
+        where = "images " + ", ".join(repr(names[i]) for i in first)
+        fix = "check the study's EVAL_TRANSFORM (e.g. a Normalize with a std of 0)"
+    else:
+        where = "examples (rows, counted from 0) " + ", ".join(map(str, first))
+        fix = "fill them in (e.g. np.nan_to_num) or drop those examples first"
+    raise DataError(
+        f"input {str(path)!r} must hold finite numbers, but {len(bad)} of its {len(tensor)} "
+        f"examples hold NaN or infinite values: {where}{more}; {fix}"
+    )
 
 
 def _read_npy(path: Path, key: str | None) -> Any:
@@ -129,31 +226,172 @@ def _read_pt(path: Path, key: str | None) -> Any:
     return obj
 
 
-def _read_csv(path: Path, key: str | None) -> Any:
-    rows = [r for r in csv.reader(io.StringIO(path.read_text())) if any(c.strip() for c in r)]
-    if rows and not _numeric(rows[0]):
-        rows = rows[1:]  # a header row
-    widths = {len(r) for r in rows}
-    if len(widths) > 1:
+#: A row of a CSV file: its first line in the file (from 1) and its cells.
+_Row = tuple[int, list[str]]
+
+
+def _read_csv(path: Path, header: bool | None) -> np.ndarray:
+    """Read a CSV file of numbers, one example per row, as float32."""
+    rows = _csv_rows(path)
+    if not rows:
+        raise DataError(f"input {str(path)!r} holds no rows; give one example per row")
+    names = rows[0][1] if _has_header([r for _, r in rows], header, path) else None
+    data = rows[1:] if names is not None else rows
+    if not data:
         raise DataError(
-            f"input {str(path)!r} must have the same number of columns in every row, got "
-            f"{sorted(widths)}"
+            f"input {str(path)!r} holds a header row but no examples; give one example per "
+            "row below it"
         )
-    for i, row in enumerate(rows):
-        if not _numeric(row):
-            raise DataError(
-                f"input {str(path)!r} must hold numeric columns only, but data row {i + 1} is "
-                f"{row[:5]!r}; remove text columns (ids, labels) first"
-            )
-    return np.array([[float(c) for c in r] for r in rows], dtype=np.float32).reshape(len(rows), -1)
+    _check_widths(path, data, names)
+    _check_cells(path, data, names, header)
+    values = np.array([[float(c) for c in r] for _, r in data], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        values = values.astype(np.float32)
+    _check_csv_finite(path, data, names, values)
+    return values.reshape(len(data), -1)
 
 
-def _numeric(row: list[str]) -> bool:
+def _csv_rows(path: Path) -> list[_Row]:
+    """Return the rows that hold anything, with the line each starts on (a BOM is dropped)."""
     try:
-        [float(c) for c in row]
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"input {str(path)!r} must be UTF-8 text, but byte {exc.start} is not; save it "
+            "as UTF-8 (CSV UTF-8 in a spreadsheet)"
+        ) from None
+    reader = csv.reader(io.StringIO(text))
+    rows: list[_Row] = []
+    last = 0
+    for row in reader:
+        if any(c.strip() for c in row):
+            rows.append((last + 1, row))
+        last = reader.line_num
+    return rows
+
+
+def _kind(cell: str) -> str:
+    """Return what a CSV cell holds: ``missing``, ``number`` or ``text``."""
+    text = cell.strip()
+    if text.lower() in MISSING_CELLS:
+        return "missing"
+    try:
+        float(text)
     except ValueError:
+        return "text"
+    return "number"
+
+
+def _has_header(rows: list[list[str]], header: bool | None, path: Path) -> bool:
+    """Return whether the first row is a header (see :func:`read_input`'s ``header``)."""
+    if header is not None:
+        return header
+    first = rows[0]
+    if any(_kind(c) == "text" for c in first):
+        return True
+    if len(rows) < 2 or not _column_numbers(first):
         return False
+    if len(first) < 3:  # "0,1" or "1" is as likely a first example as a header
+        raise DataError(
+            f"input {str(path)!r} starts with the row {','.join(first)!r}, which may be a "
+            "header (the column numbers) or a first example; say which with header=True or "
+            "header=False (--header yes / --header no)"
+        )
+    logger.info("%s: line 1 holds the column numbers; it is read as a header", path)
     return True
+
+
+def _column_numbers(row: list[str]) -> bool:
+    """Return whether ``row`` is ``0,1,...,n-1`` or ``1,...,n`` written as integers."""
+    cells = [c.strip() for c in row]
+    if not all(c.isascii() and c.isdigit() for c in cells):
+        return False
+    numbers = [int(c) for c in cells]
+    return numbers in (list(range(len(row))), list(range(1, len(row) + 1)))
+
+
+def _where(
+    index: int, line: int, column: int | None = None, names: list[str] | None = None
+) -> str:
+    """Return where a cell is, for a message: ``data row 3 (line 4), column 2 ('b')``."""
+    place = f"data row {index + 1} (line {line})"
+    if column is None:
+        return place
+    name = f" ({names[column].strip()!r})" if names is not None else ""
+    return f"{place}, column {column + 1}{name}"
+
+
+def _listed(places: list[str]) -> str:
+    """Return the first few of ``places`` joined, with ``...`` if there are more."""
+    return "; ".join(places[:_SHOWN]) + ("; ..." if len(places) > _SHOWN else "")
+
+
+def _check_widths(path: Path, data: list[_Row], names: list[str] | None) -> None:
+    """Refuse rows of different lengths: their columns would not line up."""
+    width = len(names) if names is not None else len(data[0][1])
+    odd = [(i, line, row) for i, (line, row) in enumerate(data) if len(row) != width]
+    if not odd:
+        return
+    against = "the header (line 1)" if names is not None else _where(0, data[0][0])
+    places = [f"{_where(i, line)} has {len(row)}" for i, line, row in odd]
+    widths = sorted({width, *(len(row) for _, _, row in odd)})
+    raise DataError(
+        f"input {str(path)!r} must have the same number of columns in every row, got "
+        f"{widths}: {against} has {width}, but {_listed(places)}; fix those rows"
+    )
+
+
+def _check_cells(
+    path: Path, data: list[_Row], names: list[str] | None, header: bool | None
+) -> None:
+    """Refuse missing and text cells, naming where they are."""
+    missing: list[str] = []
+    text: list[str] = []
+    for i, (line, row) in enumerate(data):
+        for j, cell in enumerate(row):
+            kind = _kind(cell)
+            if kind != "number":
+                where = _where(i, line, j, names)
+                (missing if kind == "missing" else text).append(f"{where}: {cell.strip()!r}")
+    if missing:
+        hint = (
+            "; if line 1 is a header, say so with header=True (--header yes)"
+            if header is None and names is None and missing[0].startswith("data row 1 ")
+            else ""
+        )
+        raise DataError(
+            f"input {str(path)!r} must have a number in every cell, but {len(missing)} "
+            f"cell(s) are missing (empty, NA, NaN, null, ...): {_listed(missing)}; fill them "
+            f"in or drop those rows first{hint}"
+        )
+    if text:
+        hint = (
+            "; line 1 looks like a header: pass header=True (--header yes) or leave it unset"
+            if header is False and text[0].startswith("data row 1 ")
+            else ""
+        )
+        raise DataError(
+            f"input {str(path)!r} must hold numeric columns only, but {len(text)} cell(s) "
+            f"hold text: {_listed(text)}; remove text columns (ids, labels) first{hint}"
+        )
+
+
+def _check_csv_finite(
+    path: Path, data: list[_Row], names: list[str] | None, values: np.ndarray
+) -> None:
+    """Refuse cells that are infinite, or too large for float32, naming where they are."""
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad) == 0:
+        return
+    places = [
+        f"{_where(int(i), data[int(i)][0], int(j), names)}: {data[int(i)][1][int(j)].strip()!r}"
+        for i, j in bad[:_SHOWN]
+    ]
+    raise DataError(
+        f"input {str(path)!r} must hold finite numbers (within float32's range, about "
+        f"3.4e38), but {len(bad)} cell(s) are not: {_listed(places)}"
+        f"{'; ...' if len(bad) > _SHOWN else ''}; replace them or drop those rows first"
+    )
 
 
 def _read_images(folder: Path, transform: Callable[[Any], Any] | None) -> Any:

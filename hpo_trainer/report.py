@@ -7,7 +7,7 @@ import html
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,21 +78,39 @@ def _heading(study: optuna.Study) -> list[str]:
     ]
 
 
-def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
+#: The suffixes of the file a report is written to.
+SUFFIXES = (".html", ".htm")
+
+
+def write_report(
+    study: optuna.Study,
+    path: str | os.PathLike[str],
+    *,
+    reads: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Write the study's plots into one HTML file that works offline.
 
     Plotly's JavaScript is embedded once, so the file needs no network. A plot that cannot
     be drawn (e.g. importances with a single parameter) is replaced by a note saying why.
 
+    Args:
+        study: The study to report on.
+        path: The file to write; it must end in ``.html`` (or ``.htm``).
+        reads: The files the report reads (the study's storage file, its study file):
+            ``path`` may be none of them.
+
     Returns:
         The path written.
 
     Raises:
-        ConfigError: If plotly is missing, the study has no finished trial, or ``path`` is a
-            directory or cannot be written.
+        ConfigError: If plotly is missing, the study has no finished trial, or ``path`` does
+            not end in ``.html``, is a directory, a file in ``reads`` or a SQLite database,
+            or cannot be written; nothing is written then.
 
     """
-    check_output_path(path, "report.html")  # before the plots are drawn
+    reads = tuple(reads)  # checked twice: now, and again when the file is written
+    # Before the plots are drawn: a bad path fails at once.
+    check_output_path(path, "report.html", reads=reads, suffixes=SUFFIXES)
     try:
         import plotly  # noqa: F401
     except ImportError:
@@ -122,4 +140,4 @@ def write_report(study: optuna.Study, path: str | os.PathLike[str]) -> Path:
             logger.info("report: no %s plot (%s)", heading, exc)
             parts.append(f"<p><em>not available: {html.escape(str(exc))}</em></p>")
     parts.append("</body></html>")
-    return write_output("\n".join(parts), path, "report.html")
+    return write_output("\n".join(parts), path, "report.html", reads=reads, suffixes=SUFFIXES)

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -17,12 +17,20 @@ logger = logging.getLogger(__name__)
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Return the device to use: ``auto`` picks CUDA, then Apple's MPS, then the CPU.
 
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (or such a
+            ``torch.device``).
+
+    Returns:
+        The device, checked to exist here.
+
     Raises:
-        ConfigError: If the device name is not valid.
+        ConfigError: If the device name is not valid, is of a type other than ``cpu``,
+            ``cuda`` and ``mps`` (e.g. ``meta``, which holds no data), or is not available
+            here.
 
     """
-    if isinstance(device, torch.device):
-        return device
+    accepted = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -30,25 +38,37 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+        resolved = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        hint = (
+            " A GPU is 'cuda' (or 'cuda:0', 'cuda:1', ...)."
+            if str(device).strip().lower().startswith(("gpu", "cuda"))
+            else did_you_mean(str(device).strip().lower(), ("auto", "cpu", "cuda", "mps"))
+        )
+        raise ConfigError(f"device must be {accepted}, got {device!r}.{hint}") from exc
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        # meta, xla, hpu, ... parse, but training and prediction run on these three only
         raise ConfigError(
-            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
-        ) from exc
+            f"device must be {accepted}, got {str(device)!r}: the {resolved.type!r} device "
+            "type cannot run training or prediction here; use 'auto' to pick the best one"
+        )
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {device!r} needs CUDA, but no CUDA GPU is available here (torch "
+                f"device {str(device)!r} needs CUDA, but no CUDA GPU is available here (torch "
                 f"{torch.__version__}); use device='auto' or 'cpu'"
             )
         count = torch.cuda.device_count()
         if resolved.index is not None and resolved.index >= count:
             raise ConfigError(
-                f"device {device!r} names CUDA GPU {resolved.index}, but only {count} "
+                f"device {str(device)!r} names CUDA GPU {resolved.index}, but only {count} "
                 f"{'is' if count == 1 else 'are'} visible; use cuda:0 .. cuda:{count - 1}"
             )
     if resolved.type == "mps" and not _mps_available():
-        raise ConfigError(f"device {device!r} needs Apple's MPS, which is not available here")
+        raise ConfigError(
+            f"device {str(device)!r} needs Apple's MPS, which is not available here; use "
+            "device='auto' or 'cpu'"
+        )
     return resolved
 
 
