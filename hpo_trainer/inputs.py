@@ -76,7 +76,7 @@ def read_input(
     if path.is_dir():
         _no_header(path, header)
         images, names = _read_images(path, transform)
-        return _as_examples(images, path, names), names
+        return as_examples(images, f"input {str(path)!r}", names), names
     if not path.is_file():
         raise ConfigError(
             f"input {str(path)!r} does not exist; give a {', '.join(INPUT_SUFFIXES)} file or "
@@ -110,7 +110,7 @@ def read_input(
         raise DataError(
             f"input {str(path)!r} cannot be read: {type(exc).__name__}: {exc}"
         ) from exc
-    return _as_examples(array, path), None
+    return as_examples(array, f"input {str(path)!r}"), None
 
 
 def _no_header(path: Path, header: bool | None) -> None:
@@ -122,35 +122,44 @@ def _no_header(path: Path, header: bool | None) -> None:
         )
 
 
-def _as_examples(array: Any, path: Path, names: list[str] | None = None) -> torch.Tensor:
-    """Return ``array`` as a tensor of examples, refusing what a model cannot predict."""
+def as_examples(array: Any, what: str, names: list[str] | None = None) -> torch.Tensor:
+    """Return ``array`` as a tensor of examples, refusing what a model cannot predict.
+
+    Args:
+        array: A tensor or anything numpy reads as an array, one example per row.
+        what: Names the examples in messages, e.g. ``"input 'x.npy'"``.
+        names: The image files the rows came from, if any.
+
+    Raises:
+        DataError: If the examples are not real numbers, are empty or are not finite.
+
+    """
     if not isinstance(array, torch.Tensor):
         array = np.asarray(array)
         if array.dtype.kind not in "biuf":
-            raise DataError(_dtype_problem(path, array.dtype.kind, str(array.dtype)))
+            raise DataError(_dtype_problem(what, array.dtype.kind, str(array.dtype)))
         try:
             array = torch.as_tensor(array)
         except (TypeError, RuntimeError) as exc:  # a numeric dtype torch does not have
             raise DataError(
-                f"input {str(path)!r} must hold numbers torch can read, got dtype "
+                f"{what} must hold numbers torch can read, got dtype "
                 f"{array.dtype} ({exc}); convert it, e.g. x.astype(np.float32)"
             ) from None
     tensor = array
     if tensor.dtype == torch.bool or tensor.is_complex():
         kind = "b" if tensor.dtype == torch.bool else "c"
-        raise DataError(_dtype_problem(path, kind, str(tensor.dtype)))
+        raise DataError(_dtype_problem(what, kind, str(tensor.dtype)))
     if tensor.dim() == 0 or len(tensor) == 0:
         raise DataError(
-            f"input {str(path)!r} holds no examples (shape {tuple(tensor.shape)}); give one "
-            "example per row"
+            f"{what} holds no examples (shape {tuple(tensor.shape)}); give one example per row"
         )
-    _check_finite(tensor, path, names)
+    check_finite(tensor, what, names)
     return tensor
 
 
-def _dtype_problem(path: Path, kind: str, dtype: str) -> str:
+def _dtype_problem(what: str, kind: str, dtype: str) -> str:
     """Return the error message for an input of a dtype that is not real numbers."""
-    what = {
+    holds = {
         "U": "text",
         "S": "bytes (text)",
         "c": "complex numbers",
@@ -167,13 +176,16 @@ def _dtype_problem(path: Path, kind: str, dtype: str) -> str:
         "c": "give real numbers, e.g. x.real or abs(x), as float32",
         "V": "give one plain numeric array, e.g. np.stack([x[f] for f in x.dtype.names], 1)",
     }.get(kind, "convert it to numbers, e.g. x.astype(np.float32)")
-    return (
-        f"input {str(path)!r} must hold real numbers, but it holds {what} (dtype {dtype}); {fix}"
-    )
+    return f"{what} must hold real numbers, but it holds {holds} (dtype {dtype}); {fix}"
 
 
-def _check_finite(tensor: torch.Tensor, path: Path, names: list[str] | None) -> None:
-    """Refuse examples that hold NaN or an infinity: a model predicts nothing useful there."""
+def check_finite(tensor: torch.Tensor, what: str, names: list[str] | None = None) -> None:
+    """Refuse examples that hold NaN or an infinity: a model predicts nothing useful there.
+
+    Raises:
+        DataError: Naming how many examples hold them, and the first few.
+
+    """
     if not tensor.is_floating_point():
         return
     bad = (~torch.isfinite(tensor)).reshape(len(tensor), -1).any(dim=1).nonzero().flatten()
@@ -188,7 +200,7 @@ def _check_finite(tensor: torch.Tensor, path: Path, names: list[str] | None) -> 
         where = "examples (rows, counted from 0) " + ", ".join(map(str, first))
         fix = "fill them in (e.g. np.nan_to_num) or drop those examples first"
     raise DataError(
-        f"input {str(path)!r} must hold finite numbers, but {len(bad)} of its {len(tensor)} "
+        f"{what} must hold finite numbers, but {len(bad)} of its {len(tensor)} "
         f"examples hold NaN or infinite values: {where}{more}; {fix}"
     )
 

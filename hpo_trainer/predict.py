@@ -112,8 +112,7 @@ class LoadedRun:
         tensor = self._fit_shape(_as_tensor(x) if as_numpy else x)
         if tensor.is_floating_point() or self.input_dtype.is_floating_point:
             tensor = tensor.to(self.input_dtype)
-        if tensor.is_floating_point():
-            _check_finite(tensor)
+        inputs.check_finite(tensor, "the examples")
         stats = (self.summary.get("input") or {}).get("stats")
         if check_inputs and stats:
             problem = far_from_training(tensor, stats)
@@ -177,28 +176,7 @@ def _as_tensor(x: Any) -> torch.Tensor:
         array = np.asarray(x)
     except Exception as exc:  # ragged lists and other shapes numpy cannot stack
         raise DataError(f"the examples cannot be read as one array ({exc})") from None
-    if array.dtype.kind not in "biuf" or array.dtype.kind == "b":
-        raise DataError(
-            f"predict takes numeric examples, got an array of dtype {array.dtype}; convert "
-            "them to float32 (text and object columns are not model inputs)"
-        )
-    if array.ndim == 0 or len(array) == 0:
-        raise DataError(
-            f"predict takes one example per row, got shape {array.shape}; give at least one"
-        )
-    return torch.as_tensor(array)
-
-
-def _check_finite(x: torch.Tensor) -> None:
-    """Refuse examples holding NaN or infinity, naming the first rows that do."""
-    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
-    if bool(bad.any()):
-        rows = bad.nonzero().flatten()[:5].tolist()
-        raise DataError(
-            f"{int(bad.sum())} of {len(x)} examples hold NaN or infinite values (rows "
-            f"{', '.join(map(str, rows))}{', ...' if int(bad.sum()) > 5 else ''}, counted "
-            "from 0); fill in or drop them before predicting"
-        )
+    return inputs.as_examples(array, "the examples")
 
 
 def _describe(shape: tuple[int, ...]) -> str:

@@ -2,8 +2,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from torch import nn
+from torch.optim import SGD
 
-from hpo_trainer import Callback, ConfigError, EarlyStopping, TensorBoardCallback
+from hpo_trainer import Callback, ConfigError, EarlyStopping, TensorBoardCallback, Trainer
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import callback_states, load_callback_states
 
@@ -155,3 +157,48 @@ def test_checkpoints_written_in_the_background_equal_those_written_in_line(make_
     assert not torch.equal(
         saved[True][0]["model"]["h.weight"], saved[True][3]["model"]["h.weight"]
     )
+
+
+# -- what pass_batch returns: checked on the first batch ---------------------------------
+
+
+class _Linear(nn.Module):
+    """One output per example: (N, 3) in, (N, 1) out."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def _regression(tmp_path, y_shape):
+    """A trainer of y = x @ w on 256 examples, the targets shaped ``y_shape(y)``."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=gen)
+    y = y_shape(x @ torch.tensor([1.5, -2.0, 0.5]))
+    tr = Trainer((x, y), (x, y), batch_size=16, runs_dir=tmp_path, quiet=True, seed=0)
+    tr.set_model(_Linear)
+    tr.set_criterion(nn.MSELoss)
+    tr.set_optimizer(SGD)
+    tr.prime_optimizer(lr=0.1)
+    return tr
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")  # PyTorch's own warning
+def test_a_regression_target_that_broadcasts_against_the_outputs_is_refused(tmp_path):
+    tr = _regression(tmp_path, lambda y: y)  # (N,) against outputs (N, 1)
+    with pytest.raises(ConfigError) as err:
+        tr.train(epochs=2)
+    message = str(err.value)
+    assert "outputs have shape (16, 1) but the targets have shape (16,)" in message
+    assert "broadcasting them gives (16, 16)" in message
+    assert "y.unsqueeze(1)" in message and "squeeze the model's output" in message
+
+
+def test_a_regression_target_shaped_like_the_outputs_trains(tmp_path):
+    tr = _regression(tmp_path, lambda y: y.unsqueeze(1))
+    history = tr.train(epochs=5)
+    # y is exactly linear in x: the fit recovers it (a broadcast loss would not)
+    assert history["val/loss"][-1] < 1e-6 < history["val/loss"][0]

@@ -153,3 +153,20 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"hpo-trainer {__version__}"
+
+
+def test_n_trials_and_n_workers_are_other_names_of_trials_and_workers(parsed):
+    args = parsed("search", STUDY, "--n-trials", "12", "--n-workers", "3")
+    assert (args.trials, args.workers) == (12, 3)
+    args = parsed("search", STUDY, "--trials", "12", "--workers", "3")
+    assert (args.trials, args.workers) == (12, 3)
+    assert parsed("search", STUDY, "--n-workers", "2").workers_per_device == 1
+
+
+@pytest.mark.parametrize("flag", ["--n-trials", "--n-workers"])
+def test_the_aliases_refuse_bad_values_as_the_options_do(flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["search", STUDY, flag, "0"])
+    assert exc.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"argument {flag}: must be 1 or more, got 0" in err

@@ -5,6 +5,7 @@ of being misused, and checks the exit code, the one-paragraph message, and the f
 """
 
 import functools
+import json
 import os
 import signal
 import sqlite3
@@ -18,7 +19,11 @@ from optuna.trial import TrialState
 from scenarios import BIN
 from scenarios import hpo as run_hpo
 
+from hpo_trainer import cli
 from hpo_trainer.search import search
+from hpo_trainer.search.heartbeat import Requeue, beat, root_number
+from hpo_trainer.search.progress import snapshot
+from hpo_trainer.search.storage import open_storage
 from hpo_trainer.studyfile import load_trainer_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,3 +224,73 @@ def test_ctrl_c_while_starting_up_is_one_line_and_exit_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+# -- how status and the progress line count trials that were stopped or retried ----------
+
+
+def _stopped_by_ctrl_c(study: optuna.Study) -> None:
+    """Run a trial until Ctrl-C stops it, as ``trial._leave_for_retry`` leaves it: FAIL with
+    the ``interrupted`` attribute, and a WAITING copy with its params."""
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.report(0.9, 1)
+    trial.set_user_attr("interrupted", "stopped after epoch 1; re-queued")
+    study.tell(trial, state=TrialState.FAIL)
+    Requeue()(study, study.trials[trial.number])
+
+
+def _retry_completes(study: optuna.Study, value: float) -> None:
+    """The waiting copy is asked again (same params) and completes."""
+    retry = study.ask()
+    root = root_number(study.trials[retry.number])
+    assert root != retry.number, "not the re-queued copy"
+    retry.set_user_attr("retry_of", root)
+    study.tell(retry, value)
+
+
+def _status(url: str, *extra: str, capsys) -> str:
+    assert cli.main(["status", "--storage", url, *extra]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_trial_stopped_by_ctrl_c_and_completed_on_retry_is_not_a_failure(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    storage = open_storage(url, heartbeat_interval=None)
+    study = optuna.create_study(study_name="stopped", storage=storage)
+    _stopped_by_ctrl_c(study)
+    _retry_completes(study, 0.25)
+
+    line = snapshot(study, total=2).line()
+    assert line == "1/2 trials finished (1 complete, 0 pruned, 0 failed) | best 0.25 (trial 1)"
+    out = _status(url, capsys=capsys)
+    assert "study stopped (minimize value): 2 trials: complete 1, interrupted 1\n" in out
+    assert "fail" not in out
+    (summary,) = json.loads(_status(url, "--json", capsys=capsys))
+    assert summary["states"] == {"INTERRUPTED": 1, "COMPLETE": 1}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the worker beats, not optimize
+def test_status_and_progress_count_only_trials_that_failed_by_themselves(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="mixed", storage=storage)
+    _stopped_by_ctrl_c(study)  # trial 0, re-queued as trial 1
+    _retry_completes(study, 0.5)
+    crashed = study.ask()  # trial 2: its own code raised
+    crashed.set_user_attr("failure", "ValueError: hidden_size 13 is unlucky")
+    study.tell(crashed, state=TrialState.FAIL)
+    dead = study.ask()  # trial 3: its worker dies after one heartbeat
+    dead.suggest_float("lr", 1e-4, 1e-1, log=True)
+    beat(storage, dead._trial_id)
+    time.sleep(2.2)  # past the grace period: Optuna fails it, Requeue queues trial 4
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[3].state == TrialState.FAIL and "failure" not in study.trials[3].user_attrs
+    _retry_completes(study, 0.3)
+
+    line = snapshot(study, total=3).line()
+    assert line == "2/3 trials finished (2 complete, 0 pruned, 1 failed) | best 0.3 (trial 4)"
+    out = _status(url, capsys=capsys)
+    assert "study mixed (minimize value): 5 trials: complete 2, fail 1, interrupted 1, " in out
+    assert "retried 1\n" in out
+    assert "best: trial 4, value 0.3" in out

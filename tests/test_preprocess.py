@@ -197,9 +197,14 @@ def test_bad_arguments_to_the_python_api(finished):
     run = load_run(finished)
     with pytest.raises(DataError, match=r"takes a tensor or an array of examples.*NoneType"):
         run.predict(None)
-    with pytest.raises(DataError, match=r"numeric examples, got an array of dtype <U1"):
+    with pytest.raises(
+        DataError, match=r"the examples must hold real numbers, but it holds text \(dtype <U1\)"
+    ):
         run.predict(np.array([["a"] * 10]))
     x = np.zeros((3, 10), dtype=np.float32)
     x[1, 4] = np.nan
-    with pytest.raises(DataError, match=r"1 of 3 examples hold NaN or infinite values \(rows 1"):
+    with pytest.raises(
+        DataError,
+        match=r"1 of its 3 examples hold NaN or infinite values: examples \(rows, counted .*\) 1",
+    ):
         run.predict(x)

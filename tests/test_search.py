@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
+from hpo_trainer.search.config import canonical_options, make_config
 from hpo_trainer.search.processes import worker_env
 from hpo_trainer.studyfile import load_trainer_from_file
 
@@ -230,3 +231,54 @@ def test_a_recreated_study_never_resumes_an_old_studys_checkpoints(make_trainer,
     for t in study.trials:
         assert "resumed_from_epoch" not in t.user_attrs
         assert t.user_attrs["epochs"] == 3
+
+
+# -- the other names of the budget and of the workers ------------------------------------
+
+
+def test_trials_and_workers_are_other_names_of_n_trials_and_n_workers(make_trainer):
+    tr = make_trainer()
+    cfg = make_config(tr, epochs=2, trials=7, workers=3)
+    assert (cfg.n_trials, cfg.n_workers) == (7, 3)
+    same = make_config(tr, epochs=2, n_trials=7, trials=7, n_workers=3, workers=3)
+    assert (same.n_trials, same.n_workers) == (7, 3)
+    assert make_config(tr, epochs=2, n_trials=7).n_workers == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"n_trials": 5, "trials": 6},
+            r"trials is another name of n_trials, but they were given different values "
+            r"\(n_trials=5, trials=6\); give only one of them",
+        ),
+        (
+            {"n_trials": 5, "n_workers": 1, "workers": 2},
+            r"workers is another name of n_workers, .* \(n_workers=1, workers=2\)",
+        ),
+        ({}, r"n_trials is required: .* e\.g\. n_trials=20 \(or trials=20\)"),
+        ({"trials": 0}, r"iters \(n_trials\) must be an integer >= 1, got 0"),
+        ({"n_trials": 5, "worker": 2}, r"unknown search option 'worker'\. Did you mean"),
+    ],
+)
+def test_an_alias_given_with_another_value_than_its_name_is_refused(make_trainer, options, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(make_trainer(), epochs=2, **options)
+
+
+def test_hyp_opt_takes_workers_and_refuses_trials_that_disagree_with_iters(make_trainer, tmp_path):
+    with pytest.raises(ConfigError, match=r"\(n_trials=3, trials=4\)"):
+        make_trainer().hyp_opt(epochs=1, iters=3, trials=4, workers=2)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_files_search_dict_may_use_the_other_names():
+    assert canonical_options({"epochs": 3, "trials": 40, "workers": 2}) == {
+        "epochs": 3,
+        "n_trials": 40,
+        "n_workers": 2,
+    }
+    assert canonical_options({"n_trials": 40, "trials": 40}) == {"n_trials": 40}
+    with pytest.raises(ConfigError, match=r"\(n_trials=40, trials=20\); give only one"):
+        canonical_options({"n_trials": 40, "trials": 20})

@@ -113,7 +113,7 @@ def _number_problems(
         f"{arg} must be an integer >= 1, got {value!r}"
         for arg, value, optional in (
             ("epochs", epochs, False),
-            ("iters (n_trials)", n_trials, False),
+            ("iters (n_trials)", n_trials, True),  # required: see make_config
             ("n_workers", n_workers, True),
             ("workers_per_device", workers_per_device, False),
         )
@@ -159,11 +159,58 @@ def _number_problems(
     return problems
 
 
+#: Other names of search options, as the command line spells them (``--trials``,
+#: ``--workers``), by the name :func:`make_config` knows them under.
+ALIASES: Mapping[str, str] = {"trials": "n_trials", "workers": "n_workers"}
+
+
+def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return search ``options`` (a study file's ``SEARCH``) with aliases renamed.
+
+    ``{"trials": 40, "workers": 2}`` becomes ``{"n_trials": 40, "n_workers": 2}``; other
+    keys are kept as they are.
+
+    Raises:
+        ConfigError: If an alias and its canonical name are both given, with different values.
+
+    """
+    renamed, problems = _renamed(options)
+    raise_all(problems)
+    return renamed
+
+
+def _renamed(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rename the aliases of ``options`` (:data:`ALIASES`); ``None`` counts as not given.
+
+    Returns:
+        The options under their canonical names, and a problem for each alias given with
+        another value than its canonical name.
+
+    """
+    renamed = {k: v for k, v in options.items() if k not in ALIASES}
+    problems = []
+    for alias, name in ALIASES.items():
+        if alias not in options:
+            continue
+        value, canonical = options[alias], renamed.get(name)
+        if canonical is None:
+            renamed[name] = value
+        elif value is not None and value != canonical:
+            problems.append(
+                f"{alias} is another name of {name}, but they were given different values "
+                f"({name}={canonical!r}, {alias}={value!r}); give only one of them"
+            )
+    return renamed, problems
+
+
 def _unknown_problems(unknown: Mapping[str, Any]) -> list[str]:
     """Name each option :func:`make_config` does not know, with a "did you mean"."""
     known = [n for n in inspect.signature(make_config).parameters if n not in ("task", "unknown")]
+    other = {name: alias for alias, name in ALIASES.items()}
+    listed = ", ".join(f"{n} (or {other[n]})" if n in other else n for n in known)
     return [
-        f"unknown search option {name!r}.{did_you_mean(name, known)} Options: {', '.join(known)}"
+        f"unknown search option {name!r}.{did_you_mean(name, [*known, *ALIASES])} "
+        f"Options: {listed}"
         for name in unknown
     ]
 
@@ -274,7 +321,7 @@ def make_config(
     task: SearchTask,
     *,
     epochs: int,
-    n_trials: int,
+    n_trials: int | None = None,
     n_workers: int | None = None,
     devices: list[str] | None = None,
     workers_per_device: int = 1,
@@ -306,8 +353,10 @@ def make_config(
         task: What to train (a :class:`~hpo_trainer.Trainer`).
         epochs: Epochs per trial.
         n_trials: Finished trials the study should reach in total, across all workers and
-            all runs of this search (a re-run continues to this total).
-        n_workers: Local workers (default 1, or one per device slot).
+            all runs of this search (a re-run continues to this total). Also accepted as
+            ``trials`` (as ``--trials`` spells it); required under one of the two names.
+        n_workers: Local workers (default 1, or one per device slot). Also accepted as
+            ``workers``.
         devices: GPU ids to spread worker processes over, e.g. ``["0", "1"]``.
         workers_per_device: Workers sharing each device of ``devices``.
         study_name: The study's name (default: the task's name).
@@ -338,20 +387,29 @@ def make_config(
         warm_start_from: An earlier study whose best completed trials are run first.
         warm_start_storage: The storage URL of ``warm_start_from`` (default: ``storage``).
         warm_start_top: How many of the earlier study's best completed trials to run.
-        **unknown: Nothing: any other option is reported as unknown.
+        **unknown: The aliases ``trials`` and ``workers`` (see :data:`ALIASES`); any other
+            option is reported as unknown.
 
     Returns:
         The configuration each worker runs with.
 
     Raises:
-        ConfigError: Listing every bad option.
+        ConfigError: Listing every bad option (an alias given with another value than its
+            canonical name is one).
 
     """
-    problems = _unknown_problems(unknown)
+    unknown, problems = _renamed({"n_trials": n_trials, "n_workers": n_workers, **unknown})
+    trials, workers = unknown.pop("n_trials"), unknown.pop("n_workers")  # checked below
+    if trials is None:
+        problems.append(
+            "n_trials is required: the finished trials the study should reach in total, "
+            "e.g. n_trials=20 (or trials=20)"
+        )
+    problems += _unknown_problems(unknown)
     problems += _number_problems(
         epochs=epochs,
-        n_trials=n_trials,
-        n_workers=n_workers,
+        n_trials=trials,
+        n_workers=workers,
         workers_per_device=workers_per_device,
         timeout=timeout,
         trial_timeout=trial_timeout,
@@ -393,7 +451,7 @@ def make_config(
         study_name=study_name or task.name,
         storage=storage,
         epochs=epochs,
-        n_trials=n_trials,
+        n_trials=trials,
         metric=metric,
         direction=direction,
         objectives=pairs,
@@ -403,12 +461,12 @@ def make_config(
         seed=seed,
         timeout=timeout,
         trial_timeout=None if trial_timeout is None else float(trial_timeout),
-        max_failures=max_failures if max_failures is not None else max(10, n_trials // 4),
+        max_failures=max_failures if max_failures is not None else max(10, trials // 4),
         keep_checkpoints=keep_checkpoints,
         runs_dir=str(task.runs_dir),
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period or heartbeat.GRACE_BEATS * heartbeat_interval,
-        n_workers=n_workers or (len(slots) if slots else 1),
+        n_workers=workers or (len(slots) if slots else 1),
         slots=slots,
         provenance=dict(provenance or {}),
         enqueue=tuple([enqueue] if isinstance(enqueue, (str, os.PathLike, Mapping)) else enqueue),

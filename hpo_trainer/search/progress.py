@@ -22,7 +22,8 @@ class Progress:
         total: The budget.
         complete: Completed trials.
         pruned: Pruned trials.
-        failed: Failed trials.
+        failed: Trials that failed by themselves (:func:`facts.failures`: not those
+            stopped by a signal or whose worker died, which are queued again).
         best: ``(trial number, value)`` of the best trial, if any.
         running: ``(worker, trial number, epoch)`` of each running trial (``worker`` is
             ``None`` until the trial has recorded it).
@@ -64,7 +65,7 @@ def snapshot(study: optuna.Study, total: int) -> Progress:
         total=total,
         complete=complete,
         pruned=pruned,
-        failed=sum(t.state == TrialState.FAIL for t in trials),
+        failed=len(facts.failures(trials)),
         best=None if top is None else (top.number, float(top.values[0])),  # first objective
         running=tuple(
             (t.user_attrs.get("worker"), t.number, max(t.intermediate_values, default=0))

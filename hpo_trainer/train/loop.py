@@ -92,6 +92,13 @@ def _size(out: Mapping[str, Any], batch: Any) -> int:
 
 
 def _check_output(out: Any) -> Mapping[str, Any]:
+    """Check what ``pass_batch`` returned: a ``'loss'`` tensor, and preds that fit the target.
+
+    Raises:
+        ConfigError: If there is no ``'loss'`` tensor, or float preds and target broadcast
+            to a shape that is neither of theirs (see :func:`_check_shapes`).
+
+    """
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         return {"loss": out}
     if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor):
@@ -101,7 +108,51 @@ def _check_output(out: Any) -> Mapping[str, Any]:
             f"'target' for accuracy), got {got}; return {{'loss': loss, 'preds': preds, "
             "'target': y}"
         )
+    _check_shapes(out.get("preds"), out.get("target"))
     return out
+
+
+def _check_shapes(preds: Any, target: Any) -> None:
+    """Refuse float preds and target that broadcast to a shape that is neither of theirs.
+
+    A regression target shaped ``(N,)`` against outputs ``(N, 1)`` broadcasts to ``(N, N)``:
+    the loss compares every prediction with every target, and trains (with only a warning
+    from PyTorch) to a meaningless value. Class targets (integers) are not checked.
+
+    Raises:
+        ConfigError: If the two shapes broadcast to a third one.
+
+    """
+    if not (isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return
+    if not (preds.is_floating_point() and target.is_floating_point()):
+        return
+    if preds.shape == target.shape:
+        return
+    try:
+        both = torch.broadcast_shapes(preds.shape, target.shape)
+    except RuntimeError:
+        return  # not broadcastable: the loss itself has already said so
+    if both in (preds.shape, target.shape):
+        return
+    if target.ndim < preds.ndim:
+        fix = (
+            "give targets shaped like the outputs, (N, 1) for one output per example "
+            "(y.unsqueeze(1) or y.reshape(-1, 1) in the dataset or in pass_batch), or "
+            "squeeze the model's output (return out.squeeze(1) from forward)"
+        )
+    else:
+        fix = (
+            "give targets shaped like the outputs (y.squeeze(1) or y.reshape(-1) for one "
+            "value per example), or shape the model's output like the targets "
+            "(out.unsqueeze(1))"
+        )
+    raise ConfigError(
+        f"the model's outputs have shape {tuple(preds.shape)} but the targets have shape "
+        f"{tuple(target.shape)}: broadcasting them gives {tuple(both)}, so the loss compares "
+        f"every output with every target and trains to a meaningless value. Outputs and "
+        f"targets must have the same shape: {fix}"
+    )
 
 
 def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
