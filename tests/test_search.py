@@ -282,3 +282,25 @@ def test_a_study_files_search_dict_may_use_the_other_names():
     assert canonical_options({"n_trials": 40, "trials": 40}) == {"n_trials": 40}
     with pytest.raises(ConfigError, match=r"\(n_trials=40, trials=20\); give only one"):
         canonical_options({"n_trials": 40, "trials": 20})
+
+
+def test_search_dict_aliases_and_unknown_keys_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from hpo_trainer import cli
+
+    source = (Path(__file__).resolve().parents[1] / "studies" / "digits_mlp.py").read_text()
+    study = tmp_path / "aliased.py"
+    study.write_text(
+        source.replace(
+            'SEARCH = {"epochs": 20, "n_trials": 40}', 'SEARCH = {"epochs": 1, "trials": 2}'
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["search", str(study), "--quiet"]) == 0
+    storage = f"sqlite:///{tmp_path}/runs/studies.db"
+    assert len(optuna.load_study(study_name="digits_mlp", storage=storage).trials) == 2
+    typo = tmp_path / "typo.py"
+    typo.write_text(source.replace('"n_trials": 40', '"n_trails": 40'))
+    assert cli.main(["search", str(typo), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "SEARCH in" in err and "unknown option(s) n_trails" in err
+    assert "Did you mean 'n_trials'?" in err

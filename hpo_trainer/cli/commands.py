@@ -80,7 +80,9 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     from hpo_trainer import studyfile
     from hpo_trainer.search.engine import search
 
-    defaults = studyfile.defaults(args.study_file, "SEARCH")
+    from hpo_trainer.search.config import canonical_options
+
+    defaults = canonical_options(studyfile.defaults(args.study_file, "SEARCH"))
     trainer = studyfile.load_trainer_from_file(
         args.study_file, **dict(args.options), runs_dir=args.runs_dir, quiet=True
     )
@@ -89,7 +91,7 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
         "n_trials": args.trials or defaults.get("n_trials", 20),
         "storage": args.storage or defaults.get("storage"),
         "study_name": args.study_name or defaults.get("study_name"),
-        "n_workers": args.workers,
+        "n_workers": args.workers or defaults.get("n_workers"),
         "devices": args.devices,
         "workers_per_device": args.workers_per_device,
         "provenance": {
@@ -100,6 +102,15 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     keys = ("sampler", "pruner", "seed", "timeout", "metric", "direction", "trial_timeout")
     keys += ("enqueue", "warm_start_from", "warm_start_storage", "warm_start_top")
     keys += ("objectives", "prune_on")
+    known = (*keys, "epochs", "n_trials", "storage", "study_name", "n_workers")
+    unknown = sorted(set(defaults) - set(known))
+    if unknown:
+        from hpo_trainer.errors import did_you_mean
+
+        raise ConfigError(
+            f"SEARCH in {args.study_file} has unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}." + did_you_mean(unknown[0], known)
+        )
     for key in keys:
         value = getattr(args, key)
         if value is None:
