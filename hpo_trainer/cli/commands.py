@@ -78,9 +78,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     from hpo_trainer import studyfile
-    from hpo_trainer.search.engine import search
-
     from hpo_trainer.search.config import canonical_options
+    from hpo_trainer.search.engine import search
 
     defaults = canonical_options(studyfile.defaults(args.study_file, "SEARCH"))
     trainer = studyfile.load_trainer_from_file(
