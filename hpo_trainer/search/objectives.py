@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from hpo_trainer.errors import did_you_mean
+from hpo_trainer.train.best import best_epoch
 from hpo_trainer.train.measure import forward_latency_ms, param_count
 
 if TYPE_CHECKING:
+    from hpo_trainer.search.config import SearchConfig
     from hpo_trainer.search.task import SearchTask
     from hpo_trainer.train.state import Run
 
@@ -184,6 +186,16 @@ def reported(objectives: Sequence[Objective], prune_on: str | None) -> Objective
     )
 
 
+def first_history(objectives: Sequence[Objective]) -> Objective:
+    """Return the first objective read from the history: it chooses a trial's best epoch."""
+    return next((n, d) for n, d in objectives if n not in MODEL_MEASURES)
+
+
+def chosen_by(cfg: SearchConfig) -> Objective:
+    """Return the metric and direction that choose a trial's best epoch in search ``cfg``."""
+    return first_history(cfg.objectives) if cfg.objectives else (cfg.metric, cfg.direction)
+
+
 def trial_values(
     task: SearchTask, run: Run, objectives: Sequence[Objective]
 ) -> tuple[list[float], int]:
@@ -193,10 +205,8 @@ def trial_values(
     measures are taken from the trained model.
     """
     history = run.state.history
-    first, way = next((n, d) for n, d in objectives if n not in MODEL_MEASURES)
-    series = history[first]
-    pick = min if way == "minimize" else max
-    best = pick(range(len(series)), key=lambda i: series[i])
+    first, way = first_history(objectives)
+    best = (best_epoch(history[first], way) or len(history[first])) - 1
     values = []
     for name, _ in objectives:
         if name == "model/params":

@@ -26,11 +26,11 @@ from hpo_trainer.errors import CheckpointError, NonFiniteLossError
 from hpo_trainer.search import artifacts, facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
-from hpo_trainer.search.objectives import trial_values
+from hpo_trainer.search.objectives import chosen_by, trial_values
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.train import checkpoint
-from hpo_trainer.train.best import KeepBest
+from hpo_trainer.train.best import KeepBest, best_epoch
 from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback, TimeLimit
 from hpo_trainer.train.interrupt import FLAG
 from hpo_trainer.train.state import Run
@@ -100,7 +100,7 @@ def _train(
     callbacks = [
         *([limit] if limit is not None else []),
         # The best epoch's weights ride in the checkpoint: `train --from-trial` ships them.
-        KeepBest(cfg.metric, mode=cfg.direction),
+        KeepBest(chosen_by(cfg)[0], mode=chosen_by(cfg)[1]),
         PruningCallback(
             FastReporter(study, trial, direction=cfg.direction if cfg.objectives else None),
             cfg.metric,
@@ -205,11 +205,9 @@ def _describe(cfg: SearchConfig, value: float | list[float]) -> str:
 
 
 def _best(history: Mapping[str, list[float]], metric: str, direction: str) -> tuple[float, int]:
-    """Return the best epoch's value of ``metric`` and that epoch (1-based)."""
-    values = history[metric]
-    pick = min if direction == "minimize" else max
-    best = pick(range(len(values)), key=lambda i: values[i])
-    return values[best], best + 1
+    """Return the best epoch's value of ``metric`` and that epoch (1-based; 0: none finite)."""
+    epoch = best_epoch(history[metric], direction)
+    return (history[metric][epoch - 1], epoch) if epoch else (math.nan, 0)
 
 
 def _leave_for_retry(

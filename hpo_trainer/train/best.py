@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -39,6 +40,21 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
     return value < best if mode == "min" else value > best
+
+
+def best_epoch(series: Sequence[float], mode: str) -> int | None:
+    """Return the best epoch (1-based) of a metric's per-epoch ``series``, by :func:`is_better`.
+
+    The one rule for "the best epoch": a search trial's value, a multi-objective trial's
+    values and the weights :class:`KeepBest` keeps all follow it. ``None`` when no value
+    is finite.
+    """
+    mode = _MODES[mode]
+    best, epoch = None, None
+    for i, value in enumerate(series):
+        if is_better(float(value), best, mode):
+            best, epoch = float(value), i + 1
+    return epoch
 
 
 class KeepBest(Callback):
