@@ -17,7 +17,7 @@ from hpo_trainer.errors import ConfigError
 from hpo_trainer.files import write_output
 from hpo_trainer.params import group_params, read_file
 from hpo_trainer.search import facts
-from hpo_trainer.search.storage import mask_url
+from hpo_trainer.search.storage import absolute_url, mask_url
 
 FORMAT = "hpo-trainer/params-v1"
 
@@ -69,6 +69,15 @@ def _multi_part(study: optuna.Study, chosen: FrozenTrial) -> dict[str, Any]:
     }
 
 
+def _recipe(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    """Return what made the trial's value, its checkpoint's path made absolute."""
+    keep = ("epochs", "best_epoch", "seed", "threads", "checkpoint")
+    recipe = {k: v for k, v in facts.recipe(study, trial).items() if k in keep}
+    if recipe.get("checkpoint"):
+        recipe["checkpoint"] = str(Path(recipe["checkpoint"]).resolve())
+    return recipe
+
+
 def best_record(
     study: optuna.Study, storage_url: str, *, top: int = 1, trial: int | None = None
 ) -> dict[str, Any]:
@@ -108,13 +117,9 @@ def best_record(
         "trial": best.number,
         "epochs": best.user_attrs.get("max_epochs", attrs.get(facts.EPOCHS_KEY)),
         # What made the trial's value: `train` repeats it (epochs, best epoch, seed, threads).
-        "recipe": {
-            k: v
-            for k, v in facts.recipe(study, best).items()
-            if k in ("epochs", "best_epoch", "seed", "threads", "checkpoint")
-        },
+        "recipe": _recipe(study, best),
         "study": study.study_name,
-        "storage": mask_url(storage_url),
+        "storage": mask_url(absolute_url(storage_url)),  # usable from any folder
         "study_file": attrs.get("hpo:study_file"),
         "study_file_sha256": best.user_attrs.get(
             "study_file_sha256", attrs.get("hpo:study_file_sha256")

@@ -19,6 +19,16 @@ from hpo_trainer.errors import ConfigError
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+def _file_mode() -> int:
+    """Return the mode ``open()`` gives a new file under this process's umask."""
+    mask = os.umask(0o022)  # read it: umask can only be read by setting it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_MODE = _file_mode()
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 
@@ -39,6 +49,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = F
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _MODE)  # mkstemp makes it private; a written file is as open() makes one
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -10,19 +10,17 @@ the trial's kept checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from hpo_trainer import runfiles, runs
 from hpo_trainer.checks import is_int
 from hpo_trainer.errors import CheckpointError, ConfigError, raise_all
 from hpo_trainer.train import checkpoint
+from hpo_trainer.train.devices import torch_threads
 from hpo_trainer.train.loop import evaluate
 
 if TYPE_CHECKING:
@@ -59,18 +57,6 @@ def trial_recipe(record: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(recipe.get("checkpoint"), str):
         out["checkpoint"] = recipe["checkpoint"]
     return out
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch threads (``None``: as they are), then restore."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def final_run(
@@ -164,6 +150,12 @@ def ship_trial(
         raise ConfigError(
             "the params file names no trial checkpoint (exported by an older version, or "
             "written by hand); export it again, or train with `hpo-trainer train`"
+        )
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"trial {record.get('trial')}'s checkpoint {str(path)!r} is gone: only the "
+            "keep_checkpoints best trials of a study (default 3) keep theirs; train its "
+            "recipe instead (leave out --from-trial)"
         )
     ckpt = checkpoint.load(path)
     weights = _best_weights(ckpt, Path(path))

@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,9 @@ def export_model(model: torch.nn.Module, example: Any, folder: Path) -> dict[str
         try:
             model.eval()
             buffer = io.BytesIO()
-            torch.export.save(_export_program(model, example), buffer)
+            with warnings.catch_warnings():  # tracing notes about the model, not the user's
+                warnings.simplefilter("ignore")
+                torch.export.save(_export_program(model, example), buffer)
             files["exported_program"] = str(atomic_write(folder / "model.pt2", buffer.getvalue()))
         except Exception as exc:  # export is best effort: not every model can be captured
             logger.info("no torch.export program (%s)", exc)

@@ -42,6 +42,10 @@ def load_module(path: str | Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     # Registered so that pickling classes defined in the file works within this process.
     sys.modules[name] = module
+    # As for a script run with python: modules beside the study file can be imported.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:

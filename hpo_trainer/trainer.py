@@ -33,6 +33,7 @@ from hpo_trainer.search.engine import search
 from hpo_trainer.train import checkpoint, data
 from hpo_trainer.train.best import KeepBest
 from hpo_trainer.train.callback import Callback
+from hpo_trainer.train.devices import torch_threads
 from hpo_trainer.train.loop import fit
 from hpo_trainer.train.preprocess import WithPreprocess
 from hpo_trainer.train.state import FitState, History, Run
@@ -388,10 +389,14 @@ class Trainer(Recipe, LastRun):
             quiet=self.quiet,
         )
         extra = [keeper] if keeper is not None else []
+        # After a search, on the best trial's thread count: workers run one thread each, and
+        # all of a shared machine's threads would thrash (and change the float sums).
+        threads = self._best_trial.get("threads") if from_search else None  # type: ignore[union-attr]
         started = time.perf_counter()
-        runs.fit_until_signal(
-            lambda: self.fit(run, [*stock, *extra, *callbacks]), run.state, self.run_dir
-        )
+        with torch_threads(threads):
+            runs.fit_until_signal(
+                lambda: self.fit(run, [*stock, *extra, *callbacks]), run.state, self.run_dir
+            )
         kept = keeper.restore(run.state.model) if keeper is not None else None
         logger.info(
             "trained %d epochs in %.1fs into %s (kept epoch %d)",
@@ -406,7 +411,7 @@ class Trainer(Recipe, LastRun):
             self.run_dir,
             kept_epoch=kept or run.state.epoch,
             monitor=monitor if kept else None,
-            recipe={"epochs": epochs, "seed": seed, "threads": torch.get_num_threads()},
+            recipe={"epochs": epochs, "seed": seed, "threads": threads or torch.get_num_threads()},
             provenance=provenance,
         )
         return run.state.history

@@ -40,7 +40,9 @@ def test_export_records_the_trials_recipe(searched):
     assert recipe["epochs"] == 6 and recipe["seed"] == 3 + record["trial"]
     assert recipe["best_epoch"] == trial.user_attrs["best_epoch"]
     assert recipe["threads"] == trial.user_attrs["threads"] >= 1
-    assert (cwd / recipe["checkpoint"]).is_file()
+    # Absolute, so that the params file works from any folder.
+    assert Path(recipe["checkpoint"]).is_absolute() and Path(recipe["checkpoint"]).is_file()
+    assert record["storage"] == f"sqlite:///{(cwd / 'runs' / 'studies.db').resolve()}"
 
 
 def test_train_repeats_the_trial_and_says_how_the_values_compare(searched):
@@ -52,6 +54,7 @@ def test_train_repeats_the_trial_and_says_how_the_values_compare(searched):
     assert summary["epochs"] == 6 and summary["recipe"]["seed"] == record["recipe"]["seed"]
     assert summary["recipe"]["threads"] == record["recipe"]["threads"]
     assert f"training trial {record['trial']}'s recipe: 6 epochs" in proc.stderr
+    assert "TRAIN epochs (30) give way to the trial's own (6)" in proc.stderr
     # On the CPU it repeats the trial epoch for epoch: the same best epoch and value.
     assert summary["kept_epoch"] == record["recipe"]["best_epoch"]
     assert summary["final_metrics"]["val/loss"] == pytest.approx(record["value"], rel=1e-6)
@@ -81,7 +84,8 @@ def test_from_trial_without_the_checkpoint_is_a_clear_error(searched, tmp_path):
     (tmp_path / "best.json").write_text(json.dumps(bad))
     proc = hpo("train", MLP, "--params", "best.json", "--from-trial", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "no checkpoint at" in proc.stderr and not (tmp_path / "runs").exists()
+    assert "checkpoint" in proc.stderr and "is gone: only the keep_checkpoints best" in proc.stderr
+    assert "leave out --from-trial" in proc.stderr and not (tmp_path / "runs").exists()
 
 
 def test_a_crafted_recipe_is_refused(tmp_path):
@@ -179,3 +183,14 @@ def test_hyperparameters_example_in_the_readme_still_runs(tmp_path):
     tr.hyp_opt(epochs=2, iters=2)
     tr.train(epochs=2)
     assert {"model.pt", "summary.json"} <= {p.name for p in tr.run_dir.iterdir()}
+
+
+def test_a_study_file_imports_modules_beside_it(tmp_path):
+    (tmp_path / "shared_parts.py").write_text(
+        (ROOT / "studies" / "digits_mlp.py").read_text().replace('name": "digits_mlp', 'name": "x')
+    )
+    (tmp_path / "study.py").write_text(
+        "from shared_parts import make_trainer  # a module beside the study file\n"
+    )
+    trainer = load_trainer_from_file(tmp_path / "study.py", runs_dir=tmp_path, quiet=True)
+    assert trainer.name == "x"

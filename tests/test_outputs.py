@@ -177,3 +177,11 @@ def test_write_output_refuses_what_it_was_told_is_read(tmp_path):
     assert not (tmp_path / "new.csv").exists()
     written = write_output(b"p", tmp_path / "p.csv", "p.csv", reads=[source], suffixes=(".csv",))
     assert written.read_bytes() == b"p"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """A file written atomically is as open() would make it, not private to its owner."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path = write_output("{}", tmp_path / "best.json", "best.json")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask != 0o600

@@ -304,6 +304,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer.train_data = merge(trainer.train_data, trainer.val_data)
         trainer.val_data = None  # nothing left to choose an epoch on: the last is kept
     epochs = args.epochs or recipe.get("epochs") or defaults.get("epochs", 30)
+    if not args.epochs and recipe.get("epochs") and defaults.get("epochs") not in (None, epochs):
+        _say(
+            args,
+            f"the study file's TRAIN epochs ({defaults['epochs']}) give way to the trial's "
+            f"own ({epochs}); --epochs {defaults['epochs']} to train them",
+        )
     seed = args.seed if args.seed is not None else recipe.get("seed")
     threads = args.threads or recipe.get("threads")
     metric, direction = record.get("metric") or "val/loss", record.get("direction")
@@ -321,7 +327,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         keep=args.keep,
         monitor=monitor,
     )
-    _say(args, f"trained {summary['epochs']} epochs: {_metrics(summary)}")
+    kept = f"; kept epoch {summary['kept_epoch']}" if summary["monitor"] else ""
+    _say(args, f"trained {summary['epochs']} epochs{kept}: {_metrics(summary)}")
     line = compare(summary)
     if line:
         _say(args, line)
@@ -338,12 +345,17 @@ def _plan(
     monitor: tuple[str, str] | None,
 ) -> str:
     """Say what the final run repeats of its trial, and what it changes."""
+    recipe = record.get("recipe") or {}
     origin = f"trial {record['trial']}'s" if record.get("trial") is not None else "the params'"
-    parts = [f"{epochs} epochs"]
-    if seed is not None:
-        parts.append(f"seed {seed}")
-    if threads is not None:
-        parts.append(f"{threads} thread(s)")
+    parts = []
+    for name, value, text in (
+        ("epochs", epochs, f"{epochs} epochs"),
+        ("seed", seed, f"seed {seed}"),
+        ("threads", threads, f"{threads} thread(s)"),
+    ):
+        if value is not None:
+            given = recipe.get(name)
+            parts.append(text + (f" (the trial's: {given})" if given not in (None, value) else ""))
     keep = "the last epoch"
     if args.keep == "best" and not args.merge_val:
         keep = f"the best epoch by {monitor[0] if monitor else 'val/loss'}"

@@ -96,6 +96,17 @@ def default_url(runs_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(runs_dir) / 'studies.db'}"
 
 
+def absolute_url(url: str) -> str:
+    """Return ``url`` with a relative SQLite or journal file made absolute (from the current
+    folder), so that it names the same storage from any folder; other URLs as they are.
+    """
+    spec = parse_url(url)
+    if spec.path is None or spec.path.is_absolute():
+        return spec.url
+    path = spec.path.resolve()
+    return f"sqlite:///{path}" if spec.kind == "sqlite" else f"journal:{path}"
+
+
 @dataclass(frozen=True)
 class StorageSpec:
     """A parsed storage URL.

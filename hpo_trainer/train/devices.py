@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -135,3 +137,15 @@ def device_slots(devices: list[str], per_device: int = 1) -> list[str]:
             )
         devices = [visible[int(d)] for d in devices]
     return [d for d in devices for _ in range(per_device)]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (``None``: as they are), then restore."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
