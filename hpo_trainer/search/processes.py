@@ -20,6 +20,7 @@ from typing import Any
 from hpo_trainer.errors import Interrupted
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.early import EarlyWorkers, threads_env
+from hpo_trainer.search.mainguard import check_main_guard
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.workerproc import worker_main
 from hpo_trainer.train.devices import visible_gpus
@@ -103,6 +104,8 @@ def run_workers(
     """
     factory = task.worker_factory()
     n_workers = cfg.n_workers
+    if len(early.procs if early is not None else ()) < n_workers:  # some will be spawned now
+        check_main_guard(n_workers)
     devices = list(cfg.slots) if cfg.slots is not None else None
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
