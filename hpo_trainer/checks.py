@@ -259,8 +259,13 @@ def keep_problems(*, keep: Any, monitor: Any, seed: Any) -> list[str]:
             f"monitor must be a (metric, direction) pair such as ('val/loss', 'min') or "
             f"('val/acc', 'max'), got {monitor!r}"
         )
-    if seed is not None and not is_int(seed, 0):
-        problems.append(f"seed must be an integer >= 0 or None, got {seed!r}")
+    if seed is not None and not (is_int(seed, 0) and seed < 2**32):
+        problems.append(f"seed must be an integer from 0 to 2**32 - 1, or None, got {seed!r}")
+    if monitor is not None and str(monitor[0]).startswith("test/"):
+        problems.append(
+            f"monitor must not be a test metric ({monitor[0]!r}): choosing the epoch on the "
+            "test set makes its test metrics look better than they are; use a val/ metric"
+        )
     return problems
 
 

@@ -72,7 +72,10 @@ def _multi_part(study: optuna.Study, chosen: FrozenTrial) -> dict[str, Any]:
 def _recipe(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
     """Return what made the trial's value, its checkpoint's path made absolute."""
     keep = ("epochs", "best_epoch", "seed", "threads", "checkpoint")
-    recipe = {k: v for k, v in facts.recipe(study, trial).items() if k in keep}
+    made = facts.recipe(study, trial)
+    recipe = {k: v for k, v in made.items() if k in keep}
+    # What chose the best epoch, and its value there: the final run keeps and compares by it.
+    recipe["monitor"] = {k: made[k] for k in ("metric", "direction", "value")}
     if recipe.get("checkpoint"):
         recipe["checkpoint"] = str(Path(recipe["checkpoint"]).resolve())
     return recipe

@@ -92,6 +92,32 @@ def _is_sqlite(path: Path) -> bool:
         return False
 
 
+def _own_file(path: Path) -> str | None:
+    """Say what ``path`` is if it is a file hpo-trainer keeps (never an output), else ``None``.
+
+    A journal storage (its lines are Optuna's operations), a checksum file beside a
+    checkpoint, a run's ``summary.json``, and any existing file in a run, trial or
+    checkpoint folder.
+    """
+    if not path.is_file():
+        return None
+    if path.name.endswith(".meta.json"):
+        return "the checksum of a checkpoint"
+    if path.name == "summary.json":
+        return "a run's summary"
+    folder = path.parent
+    if (folder / "summary.json").is_file() or any(folder.glob("*.pt.meta.json")):
+        return "a file of a run folder or a trial's checkpoints"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if head.lstrip().startswith(b'{"op_code"'):
+        return "a journal storage (a study's history)"
+    return None
+
+
 def _suggest(path: Path, example: str) -> str:
     """Return ``example`` beside ``path``: the file name to offer instead of ``path``."""
     return str(path.with_name(example)) if path.name else example
@@ -138,6 +164,13 @@ def check_output_path(
                 f"is the same file as {str(read)!r}; writing it would destroy what was read. "
                 f"Give another file, e.g. {_suggest(path, example)!r}"
             )
+    own = _own_file(path)
+    if own is not None:
+        raise ConfigError(
+            f"the output file must not be one of hpo-trainer's own files, but {str(path)!r} "
+            f"is {own}; it is never written over. Give another file, e.g. "
+            f"{_suggest(Path(path.name).with_name(example), example)!r}"
+        )
     if _is_sqlite(path):
         raise ConfigError(
             f"the output file must not be a SQLite database (a study storage), but "

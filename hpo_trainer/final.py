@@ -28,8 +28,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The recipe fields of a params file, and the least value each may take.
-_RECIPE_FIELDS = {"epochs": 1, "best_epoch": 1, "seed": 0, "threads": 1}
+#: The recipe fields of a params file, and the least and the most value each may take.
+_RECIPE_FIELDS = {
+    "epochs": (1, 10**6),
+    "best_epoch": (1, 10**6),
+    "seed": (0, 2**32 - 1),
+    "threads": (1, 1024),
+}
 
 
 def trial_recipe(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,14 +53,23 @@ def trial_recipe(record: Mapping[str, Any]) -> dict[str, Any]:
             "with `hpo-trainer export`"
         )
     problems = [
-        f"recipe {key} must be an integer >= {least}, got {recipe[key]!r}"
-        for key, least in _RECIPE_FIELDS.items()
-        if recipe.get(key) is not None and not is_int(recipe[key], least)
+        f"recipe {key} must be an integer from {least} to {most}, got {recipe[key]!r}"
+        for key, (least, most) in _RECIPE_FIELDS.items()
+        if recipe.get(key) is not None and not (is_int(recipe[key], least) and recipe[key] <= most)
     ]
+    epochs, best = recipe.get("epochs"), recipe.get("best_epoch")
+    if not problems and epochs is not None and best is not None and best > epochs:
+        problems.append(f"recipe best_epoch ({best}) must not be past its epochs ({epochs})")
     raise_all([p + "; export the params again with `hpo-trainer export`" for p in problems])
     out = {k: recipe.get(k) for k in _RECIPE_FIELDS if recipe.get(k) is not None}
     if isinstance(recipe.get("checkpoint"), str):
         out["checkpoint"] = recipe["checkpoint"]
+    monitor = recipe.get("monitor")
+    if isinstance(monitor, Mapping) and _monitor(monitor) is not None:
+        out["monitor"] = _monitor(monitor)
+        value = monitor.get("value")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out["value"] = float(value)
     return out
 
 
@@ -97,8 +111,8 @@ def final_run(
         ConfigError: If the configuration, ``params`` or an argument is not valid.
 
     """
-    if threads is not None and not is_int(threads, 1):
-        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    if threads is not None and not (is_int(threads, 1) and threads <= 1024):
+        raise ConfigError(f"threads must be an integer from 1 to 1024, got {threads!r}")
     with torch_threads(threads):
         trainer.train(
             epochs,
@@ -196,7 +210,7 @@ def ship_trial(
         run,
         trainer.run_dir,
         kept_epoch=1,
-        monitor=_monitor(record),
+        monitor=recipe.get("monitor") or _monitor(record),
         recipe={"from_trial_checkpoint": str(path), "trial_epoch": kept, **recipe},
         provenance=provenance,
     )
@@ -206,10 +220,18 @@ def ship_trial(
 
 
 def _monitor(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return a record's ``(metric, direction)`` if both are there and well formed."""
     metric, direction = record.get("metric"), record.get("direction")
     if isinstance(metric, str) and direction in ("minimize", "maximize"):
         return metric, direction
     return None
+
+
+def record_monitor(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return what chooses the final run's best epoch: the trial's recipe's, else the
+    record's metric (``None`` for a bare params file).
+    """
+    return trial_recipe(record).get("monitor") or _monitor(record)
 
 
 def weights_epoch(ckpt: Mapping[str, Any]) -> int:

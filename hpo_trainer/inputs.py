@@ -122,6 +122,22 @@ def _no_header(path: Path, header: bool | None) -> None:
         )
 
 
+#: The tensor types a model is fed (others, such as float8, are refused with a fix).
+_DTYPES = frozenset(
+    {
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+    }
+)
+
+
 def as_examples(array: Any, what: str, names: list[str] | None = None) -> torch.Tensor:
     """Return ``array`` as a tensor of examples, refusing what a model cannot predict.
 
@@ -146,6 +162,16 @@ def as_examples(array: Any, what: str, names: list[str] | None = None) -> torch.
                 f"{array.dtype} ({exc}); convert it, e.g. x.astype(np.float32)"
             ) from None
     tensor = array
+    if tensor.layout != torch.strided or tensor.device.type == "meta":
+        raise DataError(
+            f"{what} must be a dense tensor of numbers, got a {tensor.layout} tensor on "
+            f"{tensor.device}; convert it, e.g. x.to_dense().cpu()"
+        )
+    if tensor.dtype not in _DTYPES and not (tensor.dtype == torch.bool or tensor.is_complex()):
+        raise DataError(
+            f"{what} must hold float or integer numbers, got dtype {tensor.dtype}; convert "
+            "it, e.g. x.float()"
+        )
     if tensor.dtype == torch.bool or tensor.is_complex():
         kind = "b" if tensor.dtype == torch.bool else "c"
         raise DataError(_dtype_problem(what, kind, str(tensor.dtype)))
@@ -287,6 +313,8 @@ def _kind(cell: str) -> str:
     text = cell.strip()
     if text.lower() in MISSING_CELLS:
         return "missing"
+    if "_" in text:  # Python's float() reads "1_0" as 10: not a number in a CSV
+        return "text"
     try:
         float(text)
     except ValueError:
@@ -299,8 +327,16 @@ def _has_header(rows: list[list[str]], header: bool | None, path: Path) -> bool:
     if header is not None:
         return header
     first = rows[0]
-    if any(_kind(c) == "text" for c in first):
+    kinds = {_kind(c) for c in first}
+    if "text" in kinds and "number" not in kinds:  # names (an index column's may be empty)
         return True
+    if "text" in kinds and "number" in kinds:  # half a header, or a data row with a typo
+        raise DataError(
+            f"input {str(path)!r} starts with the row {_short_row(first)!r}, which mixes "
+            "numbers and text: it is neither a header (names only) nor an example (numbers "
+            "only); fix the row, or say which it is with header=True or header=False "
+            "(--header yes / --header no)"
+        )
     if len(rows) < 2 or not _column_numbers(first):
         return False
     if len(first) < 3:  # "0,1" or "1" is as likely a first example as a header
@@ -311,6 +347,11 @@ def _has_header(rows: list[list[str]], header: bool | None, path: Path) -> bool:
         )
     logger.info("%s: line 1 holds the column numbers; it is read as a header", path)
     return True
+
+
+def _short_row(row: list[str]) -> str:
+    text = ",".join(row)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _column_numbers(row: list[str]) -> bool:

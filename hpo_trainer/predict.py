@@ -109,13 +109,17 @@ class LoadedRun:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         as_numpy = not isinstance(x, torch.Tensor)
-        tensor = self._fit_shape(_as_tensor(x) if as_numpy else x)
-        if tensor.is_floating_point() or self.input_dtype.is_floating_point:
-            tensor = tensor.to(self.input_dtype)
-        inputs.check_finite(tensor, "the examples")
+        tensor = _as_tensor(x) if as_numpy else inputs.as_examples(x, "the examples")
+        tensor = self._cast(self._fit_shape(tensor))
         stats = (self.summary.get("input") or {}).get("stats")
         if check_inputs and stats:
-            problem = far_from_training(tensor, stats)
+            try:
+                problem = far_from_training(tensor, stats)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"summary.json of run {str(self.run_dir)!r} is damaged: its input "
+                    f"statistics do not fit the model's inputs ({exc}); train the run again"
+                ) from None
             if problem is not None:
                 raise DataError(
                     f"run {str(self.run_dir)!r} cannot vouch for predictions on this input: "
@@ -127,9 +131,33 @@ class LoadedRun:
         outputs = []
         with torch.no_grad():
             for chunk in tensor.split(batch_size):
-                outputs.append(self.model(chunk.to(self.device)).detach().cpu())
+                try:
+                    out = self.model(chunk.to(self.device))
+                except Exception as exc:  # the user's model, on an input it may not take
+                    raise DataError(
+                        f"the model of run {str(self.run_dir)!r} failed on this input "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        f"it was trained on examples of shape {self.input_shape} and type "
+                        f"{self.input_dtype}"
+                    ) from None
+                outputs.append(out.detach().cpu())
         result = torch.cat(outputs) if outputs else torch.empty(0)
         return result.numpy() if as_numpy else result
+
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` in the type the model was trained on; fractions for an integer model
+        are refused, not truncated.
+        """
+        if self.input_dtype.is_floating_point:
+            return x.to(self.input_dtype)
+        if x.is_floating_point():
+            if not bool((x == x.round()).all()):
+                raise DataError(
+                    f"run {str(self.run_dir)!r} was trained on whole numbers "
+                    f"({self.input_dtype}), but this input holds fractions; give the "
+                    "inputs as the training set had them (not rescaled)"
+                )
+        return x.to(self.input_dtype)
 
     def _fit_shape(self, x: torch.Tensor) -> torch.Tensor:
         """Check ``x`` against the example shape; flat rows of an image model are reshaped."""
@@ -214,6 +242,8 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
             "`hpo-trainer train` printed, e.g. runs/digits_mlp-20261129-091738"
         )
     path = run_dir / "summary.json"
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{str(path)!r} is not a file; train the run again")
     try:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
@@ -255,11 +285,15 @@ def _summary_problems(summary: dict[str, Any]) -> list[str]:
             and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
         ):
             problems.append(f"'input' must have a 'shape' of positive integers, got {given!r}")
-        if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        known = getattr(torch, str(dtype), None)
+        if not isinstance(known, torch.dtype) or known == torch.bool or known.is_complex:
             problems.append(f"'input' has an unknown 'dtype' {dtype!r}")
         stats = given.get("stats") if isinstance(given, dict) else None
         if stats is not None and not _stats_ok(stats):
             problems.append("'input' has 'stats' that are not lists of numbers of one length")
+    recipe = summary.get("recipe")
+    if recipe is not None and not isinstance(recipe, dict):
+        problems.append(f"'recipe' must be an object, got {recipe!r}")
     metrics = summary.get("final_metrics")
     if metrics is not None and not isinstance(metrics, dict):
         problems.append(f"'final_metrics' must be an object, got {metrics!r}")
@@ -272,6 +306,7 @@ def _stats_ok(stats: Any) -> bool:
     columns = [stats.get(k) for k in ("min", "max")]
     return (
         all(isinstance(c, list) and c for c in columns)
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for c in columns for v in c)  # type: ignore[union-attr]
         and len({len(c) for c in columns}) == 1  # type: ignore[arg-type]
         and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for c in columns for v in c
@@ -318,10 +353,23 @@ def load_run(
             f"load_run takes the run folder's path, got {type(run_dir).__name__} {run_dir!r}; "
             "e.g. load_run('runs/digits_mlp-20261129-091738') or load_run(trainer.run_dir)"
         )
+    from hpo_trainer.trainer import Trainer
+
+    if trainer is not None and not isinstance(trainer, Trainer):
+        raise ConfigError(
+            f"trainer must be the hpo_trainer.Trainer that trained the run, got "
+            f"{type(trainer).__name__}"
+        )
+    if options is not None and not (
+        isinstance(options, Mapping) and all(isinstance(k, str) for k in options)
+    ):
+        raise ConfigError(f"options must map make_trainer keywords to values, got {options!r}")
     run_dir = Path(run_dir)
     summary = _read_summary(run_dir)
     made_by = summary.get("study_file") or {}
     path = str(study_file) if study_file is not None else made_by.get("path")
+    # Checked whatever builds the model: image folders are read through its transform.
+    _check_outside(path, run_dir, given=study_file is not None)
     where = resolve_device(device)
     shape = (summary.get("input") or {}).get("shape")
     program_path = run_dir / "model.pt2"
@@ -331,7 +379,6 @@ def load_run(
         shape = shape if shape is not None else _program_shape(program)
     else:
         if trainer is None:
-            _check_outside(path, run_dir, given=study_file is not None)
             opts = dict(options if options is not None else made_by.get("options") or {})
             trainer = _trainer(run_dir, path, opts)
         model, source = _rebuild(run_dir, summary, trainer).to(where).eval(), "state_dict"
@@ -347,16 +394,29 @@ def load_run(
 
 
 def _check_outside(study_file: str | None, run_dir: Path, *, given: bool) -> None:
-    """Refuse a recorded study file inside the run folder: loading it would run its code."""
+    """Refuse a recorded study file that the run's folders could have brought along.
+
+    ``train`` records an absolute path to the study file it was given. A relative path, or
+    one inside the run folder or the folder of runs around it, came with the runs (a copied
+    or unpacked ``runs/``): loading it would run code that came with the run.
+    """
     if study_file is None or given:
         return
-    folder, file = run_dir.resolve(), Path(study_file).resolve()
-    if file == folder or folder in file.parents:
-        raise ConfigError(
-            f"run {str(run_dir)!r} records a study file inside its own folder "
-            f"({study_file!r}); loading a run never runs code from the run folder. Pass "
-            "the study file that trained it with --study-file (study_file=...)"
-        )
+    folder, file = run_dir.resolve(), Path(study_file)
+    runs = folder.parent
+    if not file.is_absolute():
+        where = "a relative path"
+    elif file.resolve() == folder or folder in file.resolve().parents:
+        where = "a file inside its own folder"
+    elif runs in file.resolve().parents:
+        where = f"a file inside the folder of runs {str(runs)!r}"
+    else:
+        return
+    raise ConfigError(
+        f"run {str(run_dir)!r} records as its study file {where} ({study_file!r}); loading "
+        "a run never runs code that came with the run. Pass the study file that trained it "
+        "with --study-file (study_file=...)"
+    )
 
 
 def _load_program(path: Path) -> Any:
@@ -391,6 +451,7 @@ def _trainer(run_dir: Path, study_file: str | None, options: dict[str, Any]) -> 
             "file (--study-file); --trust-exported loads its exported program instead, if "
             "you trust the folder"
         )
+    options = {k: v for k, v in options.items() if k not in ("runs_dir", "quiet")}
     return load_trainer_from_file(study_file, **options, runs_dir=run_dir.parent, quiet=True)
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hpo_trainer.files import atomic_write, write_output
+from hpo_trainer.files import atomic_write
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.data import input_batches, make_batches, split_xy
 from hpo_trainer.train.inputstats import MAX_EXAMPLES, describe
@@ -171,7 +171,8 @@ def write_run(
         "preprocess": None if trainer.preprocess is None else repr(trainer.preprocess),
         "input": _input_record(trainer, example),
     }
-    write_output(json.dumps(summary, indent=2) + "\n", run_dir / "summary.json", "summary.json")
+    # The run's own file (a resumed run writes it again): not a user's output to guard.
+    atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
 

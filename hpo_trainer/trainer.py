@@ -358,6 +358,14 @@ class Trainer(Recipe, LastRun):
         ckpt = runs.latest_checkpoint(run_dir) if run_dir is not None else None
         if ckpt is not None:
             values = self.resolve_params(ckpt["params"]) if self._spaces else {}
+            if params is not None and self.encode_params(self.resolve_params(params)) != (
+                ckpt["params"] or {}
+            ):
+                raise ConfigError(
+                    f"the run {str(run_dir)!r} was trained with other params "
+                    f"({ckpt['params']}) than the ones given; resume it with its own, or "
+                    "train the given ones in a new run"
+                )
         else:
             values = self.resolve_params(params)
         from_search = params is None and self._best_trial is not None
@@ -370,6 +378,12 @@ class Trainer(Recipe, LastRun):
             monitor = ("val/loss", "minimize")
             if self._best_trial is not None and self._best_trial.get("metric"):
                 monitor = (self._best_trial["metric"], self._best_trial["direction"])
+        if keep == "best" and self.val_data is not None and monitor[0] not in self.metric_names():
+            raise ConfigError(
+                f"the best epoch is chosen by {monitor[0]!r}, which the run does not record; "
+                f"choose one of {', '.join(self.metric_names())} (monitor=(name, direction)), "
+                "or keep='last'"
+            )
         # Build first: a class that fails to build must not leave an empty run folder.
         run = self.build(values, epochs=epochs, seed=seed, explain=True)
         self.run_dir = run_dir or runs.new_run_dir(self.runs_dir, run_name or self.name)

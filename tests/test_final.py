@@ -94,8 +94,8 @@ def test_a_crafted_recipe_is_refused(tmp_path):
     )
     proc = hpo("train", MLP, "--params", "best.json", cwd=tmp_path, check=False)
     assert proc.returncode == 2 or proc.returncode == 1
-    assert "recipe seed must be an integer >= 0, got 'x'" in proc.stderr
-    assert "recipe epochs must be an integer >= 1, got 0" in proc.stderr
+    assert "recipe seed must be an integer from 0 to 4294967295, got 'x'" in proc.stderr
+    assert "recipe epochs must be an integer from 1 to 1000000, got 0" in proc.stderr
 
 
 def _unstable_trainer(runs_dir: Path) -> Trainer:
@@ -158,7 +158,7 @@ def test_final_run_restores_the_thread_count(tmp_path):
     before = torch.get_num_threads()
     summary = final_run(tr, params=None, epochs=1, threads=1)
     assert summary["recipe"]["threads"] == 1 and torch.get_num_threads() == before
-    with pytest.raises(ConfigError, match=r"threads must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"threads must be an integer from 1 to 1024, got 0"):
         final_run(tr, params=None, epochs=1, threads=0)
 
 
@@ -168,7 +168,7 @@ def test_bad_keep_and_monitor_are_refused_together(tmp_path):
         tr.train(epochs=1, keep="first", monitor=("val/loss", "down"), seed=-1)
     text = str(info.value)
     assert "keep must be 'best'" in text and "monitor must be a (metric, direction)" in text
-    assert "seed must be an integer >= 0" in text
+    assert "seed must be an integer from 0 to 2**32 - 1" in text
     assert not list(Path(tmp_path).glob("experiment-*"))
 
 
@@ -194,3 +194,34 @@ def test_a_study_file_imports_modules_beside_it(tmp_path):
     )
     trainer = load_trainer_from_file(tmp_path / "study.py", runs_dir=tmp_path, quiet=True)
     assert trainer.name == "x"
+
+
+def test_from_trial_refuses_options_it_would_ignore(searched):
+    cwd, _ = searched
+    proc = hpo(
+        "train", MLP, "--params", "best.json", "--from-trial", "--epochs", "9", "--seed", "1",
+        cwd=cwd, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "--epochs, --seed would change nothing" in proc.stderr
+
+
+def test_a_monitor_the_run_does_not_record_is_refused(tmp_path):
+    tr = _unstable_trainer(tmp_path)
+    with pytest.raises(ConfigError, match=r"chosen by 'nope'.*choose one of train/loss"):
+        tr.train(epochs=1, monitor=("nope", "min"))
+    with pytest.raises(ConfigError, match="must not be a test metric"):
+        tr.train(epochs=1, monitor=("test/acc", "max"))
+    with pytest.raises(ConfigError, match=r"seed must be an integer from 0 to 2\*\*32 - 1"):
+        tr.train(epochs=1, seed=2**64)
+    assert not list(Path(tmp_path).glob("experiment-*"))
+
+
+def test_resume_with_other_params_is_refused(tmp_path):
+    tr = load_trainer_from_file(MLP, runs_dir=tmp_path, quiet=True)
+    params = {"optimizer": {"lr": 0.01}, "model": {"hidden_size": 16}}
+    tr.train(epochs=1, params=params)
+    other = {"optimizer": {"lr": 0.05}, "model": {"hidden_size": 16}}
+    with pytest.raises(ConfigError, match="was trained with other params"):
+        tr.train(epochs=2, params=other, resume=tr.run_dir)
+    tr.train(epochs=2, params=params, resume=tr.run_dir)  # its own: resumes
+    assert tr.summary["epochs"] == 2

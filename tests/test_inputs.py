@@ -289,3 +289,13 @@ def test_predict_with_device_meta_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_first_row_mixing_numbers_and_text_is_not_taken_for_a_header(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("1,2,abc\n4,5,6\n")
+    with pytest.raises(DataError, match=r"mixes numbers and text.*--header yes / --header no"):
+        read_input(path)
+    path.write_text("1_0,2,3\n4,5,6\n")  # Python's float() would read 10
+    with pytest.raises(DataError):
+        read_input(path)

@@ -185,3 +185,27 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     os.umask(mask)
     path = write_output("{}", tmp_path / "best.json", "best.json")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask != 0o600
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("study.log", b'{"op_code": 0, "worker_id": "x"}\n', "a journal storage"),
+        ("model.pt.meta.json", b'{"size": 1}', "the checksum of a checkpoint"),
+        ("summary.json", b"{}", "a run's summary"),
+    ],
+)
+def test_hpo_trainers_own_files_are_never_outputs(tmp_path, name, content, what):
+    target = tmp_path / name
+    target.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"hpo-trainer's own files.*is {what}"):
+        write_output("x", target, "p.csv")
+    assert target.read_bytes() == content
+
+
+def test_nothing_is_written_into_a_run_folder(tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "notes.csv").write_text("mine")
+    with pytest.raises(ConfigError, match="a file of a run folder"):
+        write_output("x", tmp_path / "notes.csv", "p.csv")
+    assert (tmp_path / "notes.csv").read_text() == "mine"

@@ -208,3 +208,78 @@ def test_bad_arguments_to_the_python_api(finished):
         match=r"1 of its 3 examples hold NaN or infinite values: examples \(rows, counted .*\) 1",
     ):
         run.predict(x)
+
+
+# -- what the review found ------------------------------------------------------------------
+
+
+def test_a_trainer_given_does_not_open_the_recorded_study_file(finished, tmp_path, diabetes):
+    folder, _ = diabetes
+    run_dir = _copy(finished, tmp_path / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["study_file"] = {"path": str(run_dir / "evil.py"), "options": {}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    trainer = load_trainer_from_file(
+        folder / "study.py", csv=str(folder / "data.csv"), runs_dir=tmp_path, quiet=True
+    )
+    with pytest.raises(ConfigError, match="inside its own folder"):
+        load_run(run_dir, trainer=trainer)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("evil.py", "a relative path"), ("{runs}/evil.py", "inside the folder of runs")],
+)
+def test_a_study_file_that_came_with_the_runs_is_refused(finished, tmp_path, path, message):
+    runs = tmp_path / "runs"
+    run_dir = _copy(finished, runs / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["study_file"] = {"path": path.format(runs=runs), "options": {}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match=message):
+        load_run(run_dir)
+
+
+def test_the_range_check_is_per_example(finished, diabetes):
+    folder, _ = diabetes
+    run = load_run(finished)
+    x = np.loadtxt(folder / "new.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    assert run.predict(x).shape == (len(x), 1)  # every real row passes
+    garbage = np.vstack([x, np.full((3, 10), 1e6, dtype=np.float32)])
+    n = len(x)
+    with pytest.raises(DataError, match=rf"3 of {n + 3} examples \(rows {n}, {n + 1}, {n + 2},"):
+        run.predict(garbage)
+
+
+def test_tensors_get_the_same_checks_as_arrays(finished):
+    run = load_run(finished)
+    with pytest.raises(DataError, match="booleans"):
+        run.predict(torch.ones(2, 10, dtype=torch.bool))
+    with pytest.raises(DataError, match="complex"):
+        run.predict(torch.ones(2, 10, dtype=torch.complex64))
+    with pytest.raises(DataError, match="holds no examples"):
+        run.predict(torch.empty(0, 10))
+    with pytest.raises(DataError, match="float or integer numbers, got dtype torch.float8"):
+        run.predict(torch.ones(2, 10).to(torch.float8_e4m3fn))
+
+
+def test_recorded_options_and_a_damaged_recipe(finished, tmp_path):
+    run_dir = _copy(finished, tmp_path / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["study_file"]["options"].update(runs_dir="elsewhere", quiet=False)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert load_run(run_dir).source == "state_dict"  # its own runs_dir and quiet win
+    summary["recipe"] = "x"
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="'recipe' must be an object"):
+        load_run(run_dir)
+    with pytest.raises(ConfigError, match="trainer must be the hpo_trainer.Trainer"):
+        load_run(finished, trainer="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="options must map make_trainer keywords"):
+        load_run(finished, options=[1])  # type: ignore[arg-type]
+
+
+def test_standardize_dims_are_checked():
+    assert Standardize(0).dims == (0,)
+    with pytest.raises(ConfigError, match=r"averages over dimension 5.*shape \(2, 3\)"):
+        Standardize((0, 5)).fit(torch.ones(2, 3))

@@ -273,7 +273,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from hpo_trainer import export, studyfile
-    from hpo_trainer.final import compare, final_run, ship_trial, trial_recipe
+    from hpo_trainer.final import compare, final_run, record_monitor, ship_trial, trial_recipe
 
     record = export.read(args.params)
     recipe = trial_recipe(record)
@@ -289,7 +289,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     provenance = {k: record.get(k) for k in ("study", "trial", "value", "storage")}
     provenance["best_epoch"] = recipe.get("best_epoch")
+    provenance["value"] = recipe.get("value", provenance["value"])
+    monitor = record_monitor(record)
     if args.from_trial:
+        given = [
+            flag
+            for flag, used in (
+                ("--epochs", args.epochs),
+                ("--seed", args.seed is not None),
+                ("--threads", args.threads),
+                ("--keep", args.keep != "best"),
+                ("--merge-val", args.merge_val),
+                ("--resume", args.resume),
+                ("--save-every", args.save_every),
+            )
+            if used
+        ]
+        if given:
+            raise ConfigError(
+                f"--from-trial ships the trial's own weights without training, so "
+                f"{', '.join(given)} would change nothing; leave them out, or leave out "
+                "--from-trial to train"
+            )
         summary = ship_trial(trainer, record, provenance=provenance)
         epoch = summary["recipe"].get("trial_epoch")
         _say(args, f"shipped trial {record.get('trial')}'s epoch {epoch}: {_metrics(summary)}")
@@ -312,12 +333,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     seed = args.seed if args.seed is not None else recipe.get("seed")
     threads = args.threads or recipe.get("threads")
-    metric, direction = record.get("metric") or "val/loss", record.get("direction")
-    monitor = (metric, direction) if direction in ("minimize", "maximize") else None
-    _say(args, _plan(record, epochs, seed, threads, args, monitor))
+    if args.resume:
+        _say(args, f"resuming {args.resume} with its own params, seed and epochs")
+    else:
+        _say(args, _plan(record, epochs, seed, threads, args, monitor))
     summary = final_run(
         trainer,
-        params=record["params"] if not args.resume else None,
+        params=record["params"],
         epochs=epochs,
         save_every=args.save_every or defaults.get("save_every"),
         resume=args.resume or False,

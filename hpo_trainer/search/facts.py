@@ -22,6 +22,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo_trainer.search.objectives import MODEL_MEASURES
+
 #: The states that count toward the budget.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Study attribute keys (``hpo:<key>``) under which a search records what it was asked.
@@ -242,21 +244,23 @@ def recipe(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
     """Return what made a completed trial's value, for a final run to repeat it.
 
     Returns:
-        ``study``, ``trial``, ``value`` (the first objective's), ``metric`` and
-        ``direction`` (the first objective), ``epochs`` (the trial's maximum),
-        ``best_epoch``, ``seed`` and ``threads`` (``None`` where a trial written by an
-        older version did not record them), and ``checkpoint`` (the trial's kept
+        ``study``, ``trial``, ``metric``, ``direction`` and ``value`` of the objective that
+        chose the trial's best epoch (the first read from the history), ``epochs`` (the
+        trial's maximum), ``best_epoch``, ``seed`` and ``threads`` (``None`` where a trial
+        written by an older version did not record them), and ``checkpoint`` (the trial's kept
         checkpoint file, which may since have been cleaned up).
 
     """
-    goal = objectives(study)[0]
+    goals = objectives(study)
+    # The objective that chose the trial's best epoch: the first one read from the history.
+    index = next((i for i, (n, _) in enumerate(goals) if n not in MODEL_MEASURES), 0)
     attrs = trial.user_attrs
     return {
         "study": study.study_name,
         "trial": trial.number,
-        "value": trial.values[0] if trial.values else None,
-        "metric": goal[0],
-        "direction": goal[1],
+        "value": trial.values[index] if trial.values else None,
+        "metric": goals[index][0],
+        "direction": goals[index][1],
         "epochs": attrs.get("max_epochs", study.user_attrs.get(EPOCHS_KEY)),
         "best_epoch": attrs.get("best_epoch"),
         "seed": attrs.get("seed"),

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,8 +98,14 @@ def load(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> dict[str
             )
     try:
         obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a pickled object: nothing ran
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled Python objects, which are never loaded (loading "
+            "them could run code); it was not written by hpo-trainer, or it was altered"
+        ) from None
     except Exception as exc:  # torch raises many kinds for a bad file
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj

@@ -5,8 +5,9 @@ them (:func:`describe`). Before predicting, :func:`far_from_training` compares n
 with that range: a study that standardised its data inside ``make_trainer`` without
 declaring it, or an image transform left out, gives inputs far outside every training range,
 and the predictions would be silently wrong. A cell counts as far when it lies more than one
-training range beyond the training minimum or maximum of its feature; inputs are refused
-when more than :data:`FAR_SHARE` of their cells are far.
+training range beyond the training minimum or maximum of its feature; an example (a row)
+is far when more than :data:`FAR_SHARE` of its cells are, and inputs with a far row are
+refused, naming the rows.
 """
 
 from __future__ import annotations
@@ -57,38 +58,42 @@ def describe(x: torch.Tensor) -> dict[str, Any] | None:
 
 
 def far_from_training(x: torch.Tensor, stats: dict[str, Any]) -> str | None:
-    """Return why ``x`` is unlike the training inputs described by ``stats``, or ``None``.
+    """Return why rows of ``x`` are unlike the training inputs described by ``stats``.
 
     Args:
         x: Inputs to predict, already shaped and transformed as the model takes them.
         stats: What :func:`describe` returned for the training inputs.
 
     Returns:
-        ``None`` when at most :data:`FAR_SHARE` of the cells are far from the training
-        ranges; otherwise a sentence naming the share of far cells and the feature that is
-        farthest off, with its values against the training range.
+        ``None`` when no row has more than :data:`FAR_SHARE` of its values far from the
+        training ranges; otherwise a sentence naming how many rows are far, the first of
+        them, and the feature that is farthest off with its values against its range.
+
+    Raises:
+        ValueError: If ``stats`` do not fit ``x`` (another number of features).
 
     """
     low = torch.tensor(stats["min"], dtype=torch.float64)
     high = torch.tensor(stats["max"], dtype=torch.float64)
     flat = x.detach().reshape(len(x), -1).to("cpu", torch.float64)
-    if len(low) == 1 and flat.shape[1] != 1:
-        flat = flat.reshape(-1, 1)
-    if flat.shape[1] != len(low) or flat.numel() == 0:
-        return None  # another shape: the model's own shape check speaks
+    per_cell = len(low) == 1
+    if not per_cell and flat.shape[1] != len(low):
+        raise ValueError(f"statistics of {len(low)} features for inputs of {flat.shape[1]}")
     margin = torch.clamp(high - low, min=1e-6)
     far = (flat < low - margin) | (flat > high + margin)
-    share = float(far.float().mean())
-    if share <= FAR_SHARE:
+    rows = (far.float().mean(dim=1) > FAR_SHARE).nonzero().flatten()
+    if len(rows) == 0:
         return None
-    worst = int(far.float().mean(dim=0).argmax())
-    column = flat[:, worst]
-    mean = float(column.mean())
-    where = "" if len(low) == 1 else f"feature {worst} "
+    shown = ", ".join(map(str, rows[:5].tolist())) + (", ..." if len(rows) > 5 else "")
+    bad = far[rows]
+    worst = 0 if per_cell else int(bad.float().mean(dim=0).argmax())
+    column = flat[rows][:, worst]
+    where = "" if per_cell else f"feature {worst} "
     return (
-        f"{share:.0%} of the input values lie far outside the range the model was trained "
-        f"on (e.g. {where}has mean {_num(mean)} here, but training inputs ranged "
-        f"{_num(float(low[worst]))} .. {_num(float(high[worst]))})"
+        f"{len(rows)} of {len(x)} examples (rows {shown}, counted from 0) have more than "
+        f"{FAR_SHARE:.0%} of their values far outside the range the model was trained on "
+        f"(e.g. {where}has mean {_num(float(column.mean()))} there, but training inputs "
+        f"ranged {_num(float(low[worst]))} .. {_num(float(high[worst]))})"
     )
 
 

@@ -36,8 +36,10 @@ class Standardize(nn.Module):
 
     def __init__(self, dims: tuple[int, ...] = (0,)) -> None:
         super().__init__()
-        dims = tuple(dims)
-        if 0 not in dims or not all(isinstance(d, int) and d >= 0 for d in dims):
+        dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+        if 0 not in dims or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
+        ):
             raise ConfigError(
                 f"Standardize(dims=...) takes the dimensions to average over, 0 (the examples) "
                 f"among them, e.g. (0,) per feature or (0, 2, 3) per image channel; got {dims!r}"
@@ -67,6 +69,12 @@ class Standardize(nn.Module):
                 raise ConfigError(
                     f"Standardize needs floating-point inputs, got {kind}; convert them "
                     "with x.float() (token ids and other integer inputs need no standardising)"
+                )
+            if max(self.dims) >= x.dim():
+                raise ConfigError(
+                    f"Standardize(dims={self.dims}) averages over dimension {max(self.dims)}, "
+                    f"but the inputs have {x.dim()} (shape {tuple(x.shape)}); use dims=(0,) "
+                    "per feature, or (0, 2, 3) per channel of (N, C, H, W) images"
                 )
             x64 = x.detach().to("cpu", torch.float64)
             s, sq = x64.sum(dim=self.dims, keepdim=True), (x64**2).sum(dim=self.dims, keepdim=True)
