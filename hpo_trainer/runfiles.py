@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hpo_trainer.errors import ConfigError
 from hpo_trainer.files import atomic_write
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.data import input_batches, make_batches, split_xy
@@ -178,3 +180,89 @@ def write_run(
 
 def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """Read a finished run's ``summary.json``, checking that it has the form ``train`` writes.
+
+    Raises:
+        ConfigError: If the folder or the file is missing, or the file is damaged (each
+            field that is not as written is named).
+
+    """
+    if not run_dir.is_dir():
+        raise ConfigError(
+            f"run folder {str(run_dir)!r} does not exist; give a folder that "
+            "`hpo-trainer train` printed, e.g. runs/digits_mlp-20261129-091738"
+        )
+    path = run_dir / "summary.json"
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{str(path)!r} is not a file; train the run again")
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"run folder {str(run_dir)!r} has no summary.json: it is not a finished run; "
+            "finish it with `hpo-trainer train STUDY --params best.json --resume RUN_DIR`"
+        ) from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{str(path)!r} cannot be read ({exc}); train the run again") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{str(path)!r} must hold a JSON object; train the run again")
+    problems = _summary_problems(summary)
+    if problems:
+        raise ConfigError(f"{str(path)!r} is damaged: {'; '.join(problems)}; train the run again")
+    return summary
+
+
+def _summary_problems(summary: dict[str, Any]) -> list[str]:
+    """Say which fields of a summary do not have the form ``train`` writes."""
+    problems = []
+    params = summary.get("params")
+    if params is not None and not (
+        isinstance(params, dict) and all(isinstance(v, dict) for v in params.values())
+    ):
+        problems.append(f"'params' must map targets to {{name: value}}, got {params!r}")
+    made = summary.get("study_file")
+    if made is not None and not (
+        isinstance(made, dict)
+        and isinstance(made.get("path"), str)
+        and isinstance(made.get("options") or {}, dict)
+    ):
+        problems.append(f"'study_file' must be {{'path': str, 'options': {{}}}}, got {made!r}")
+    given = summary.get("input")
+    if given is not None:
+        shape = given.get("shape") if isinstance(given, dict) else None
+        dtype = given.get("dtype") if isinstance(given, dict) else None
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        ):
+            problems.append(f"'input' must have a 'shape' of positive integers, got {given!r}")
+        known = getattr(torch, str(dtype), None)
+        if not isinstance(known, torch.dtype) or known == torch.bool or known.is_complex:
+            problems.append(f"'input' has an unknown 'dtype' {dtype!r}")
+        stats = given.get("stats") if isinstance(given, dict) else None
+        if stats is not None and not _stats_ok(stats):
+            problems.append("'input' has 'stats' that are not lists of numbers of one length")
+    recipe = summary.get("recipe")
+    if recipe is not None and not isinstance(recipe, dict):
+        problems.append(f"'recipe' must be an object, got {recipe!r}")
+    metrics = summary.get("final_metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        problems.append(f"'final_metrics' must be an object, got {metrics!r}")
+    return problems
+
+
+def _stats_ok(stats: Any) -> bool:
+    if not isinstance(stats, dict):
+        return False
+    columns = [stats.get(k) for k in ("min", "max")]
+    return (
+        all(isinstance(c, list) and c for c in columns)
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for c in columns for v in c)  # type: ignore[union-attr]
+        and len({len(c) for c in columns}) == 1  # type: ignore[arg-type]
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for c in columns for v in c
+        )  # type: ignore[union-attr]
+    )

@@ -85,6 +85,34 @@ def latest_checkpoint(run_dir: Path) -> dict[str, Any]:
     return ckpt
 
 
+def repeat_trial(
+    best: Mapping[str, Any] | None,
+    *,
+    seed: int | None,
+    seed_given: bool,
+    provenance: Mapping[str, Any] | None,
+    monitor: tuple[str, str] | None,
+    last_search: Mapping[str, Any] | None,
+) -> tuple[int | None, Mapping[str, Any] | None, tuple[str, str], int | None]:
+    """Return a run's seed, provenance, monitor and threads.
+
+    A run on the last search's best params (``best``) repeats what made that trial's value
+    unless told otherwise: its seed, its thread count (workers run one thread each; all of
+    a shared machine's threads would thrash and change the float sums) and where it came
+    from. The best epoch is chosen by the last search's metric, else ``val/loss``.
+    """
+    if best is not None and not seed_given and best.get("seed") is not None:
+        seed = best["seed"]
+    if best is not None and provenance is None:
+        provenance = best
+    if monitor is None:
+        monitor = ("val/loss", "minimize")
+        if last_search is not None and last_search.get("metric"):
+            monitor = (last_search["metric"], last_search["direction"])
+    threads = best.get("threads") if best is not None else None
+    return seed, provenance, monitor, threads
+
+
 def stock_callbacks(
     run_dir: Path,
     *,

@@ -35,7 +35,7 @@ from hpo_trainer.train.best import KeepBest
 from hpo_trainer.train.callback import Callback
 from hpo_trainer.train.devices import torch_threads
 from hpo_trainer.train.loop import fit
-from hpo_trainer.train.preprocess import WithPreprocess
+from hpo_trainer.train.preprocess import WithPreprocess, fitted
 from hpo_trainer.train.state import FitState, History, Run
 
 if TYPE_CHECKING:
@@ -162,15 +162,7 @@ class Trainer(Recipe, LastRun):
             ConfigError: If ``preprocess`` is not an ``nn.Module`` or cannot be fitted.
 
         """
-        if preprocess is not None and not isinstance(preprocess, nn.Module):
-            raise ConfigError(
-                f"set_preprocess takes an nn.Module applied to each batch of inputs (e.g. "
-                f"hpo_trainer.Standardize()), got {type(preprocess).__name__}"
-            )
-        fit_on = getattr(preprocess, "fit", None)
-        if callable(fit_on) and not getattr(preprocess, "fitted", False):
-            fit_on(data.input_batches(self.train_data))
-        self._preprocess = preprocess
+        self._preprocess = fitted(preprocess, data.input_batches(self.train_data))
 
     @property
     def preprocess(self) -> nn.Module | None:
@@ -354,30 +346,15 @@ class Trainer(Recipe, LastRun):
             + checks.keep_problems(keep=keep, monitor=monitor, seed=seed)
         )
         self.check()
-        run_dir = runs.resume_dir(self.runs_dir, self.name, resume) if resume else None
-        ckpt = runs.latest_checkpoint(run_dir) if run_dir is not None else None
-        if ckpt is not None:
-            values = self.resolve_params(ckpt["params"]) if self._spaces else {}
-            if params is not None and self.encode_params(self.resolve_params(params)) != (
-                ckpt["params"] or {}
-            ):
-                raise ConfigError(
-                    f"the run {str(run_dir)!r} was trained with other params "
-                    f"({ckpt['params']}) than the ones given; resume it with its own, or "
-                    "train the given ones in a new run"
-                )
-        else:
-            values = self.resolve_params(params)
-        from_search = params is None and self._best_trial is not None
-        if seed is None:
-            seed = self._best_trial.get("seed") if from_search else None  # type: ignore[union-attr]
-            seed = self.seed if seed is None else seed
-        if from_search and provenance is None:
-            provenance = self._best_trial
-        if monitor is None:
-            monitor = ("val/loss", "minimize")
-            if self._best_trial is not None and self._best_trial.get("metric"):
-                monitor = (self._best_trial["metric"], self._best_trial["direction"])
+        run_dir, ckpt, values = self._start_values(params, resume)
+        seed, provenance, monitor, threads = runs.repeat_trial(
+            self._best_trial if params is None else None,
+            seed=self.seed if seed is None else seed,
+            seed_given=seed is not None,
+            provenance=provenance,
+            monitor=monitor,
+            last_search=self._best_trial,
+        )
         if keep == "best" and self.val_data is not None and monitor[0] not in self.metric_names():
             raise ConfigError(
                 f"the best epoch is chosen by {monitor[0]!r}, which the run does not record; "
@@ -403,9 +380,6 @@ class Trainer(Recipe, LastRun):
             quiet=self.quiet,
         )
         extra = [keeper] if keeper is not None else []
-        # After a search, on the best trial's thread count: workers run one thread each, and
-        # all of a shared machine's threads would thrash (and change the float sums).
-        threads = self._best_trial.get("threads") if from_search else None  # type: ignore[union-attr]
         started = time.perf_counter()
         with torch_threads(threads):
             runs.fit_until_signal(
@@ -429,6 +403,29 @@ class Trainer(Recipe, LastRun):
             provenance=provenance,
         )
         return run.state.history
+
+    def _start_values(
+        self, params: Mapping[str, Any] | None, resume: bool | str | Path
+    ) -> tuple[Path | None, dict[str, Any] | None, dict[str, dict[str, Any]]]:
+        """Return the run folder and checkpoint to resume (if any) and the run's values.
+
+        Raises:
+            ConfigError: If ``params`` are not the resumed run's own.
+
+        """
+        run_dir = runs.resume_dir(self.runs_dir, self.name, resume) if resume else None
+        ckpt = runs.latest_checkpoint(run_dir) if run_dir is not None else None
+        if ckpt is None:
+            return None, None, self.resolve_params(params)
+        if params is not None and self.encode_params(self.resolve_params(params)) != (
+            ckpt["params"] or {}
+        ):
+            raise ConfigError(
+                f"the run {str(run_dir)!r} was trained with other params ({ckpt['params']}) "
+                "than the ones given; resume it with its own, or train the given ones in a "
+                "new run"
+            )
+        return run_dir, ckpt, self.resolve_params(ckpt["params"]) if self._spaces else {}
 
     # -- searching -----------------------------------------------------------------------
 

@@ -1,8 +1,7 @@
 """Search spaces: :class:`Hyperparameters`, made of dimensions (:mod:`.dimensions`).
 
-A space knows Optuna's ``suggest_*`` calls and nothing of PyTorch. One definition serves
-the template's plain random draw (:meth:`Hyperparameters.sample`) and an Optuna trial
-(:meth:`Hyperparameters.suggest`), so a search and a hand-rolled random sweep agree.
+A space knows Optuna's ``suggest_*`` calls and nothing of PyTorch. One definition serves a
+plain random draw (:meth:`Hyperparameters.sample`) and an Optuna trial (:meth:`suggest`).
 """
 
 from __future__ import annotations

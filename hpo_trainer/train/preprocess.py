@@ -137,3 +137,24 @@ class WithPreprocess(nn.Module):
     def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """Return ``model(preprocess(x), *args, **kwargs)``."""
         return self.model(self.preprocess(x), *args, **kwargs)
+
+
+def fitted(preprocess: nn.Module | None, batches: Iterable[torch.Tensor]) -> nn.Module | None:
+    """Return ``preprocess`` fitted on the training inputs ``batches`` (read only if needed).
+
+    A module with a ``fit`` method that is not yet fitted is fitted; any other is used as
+    it is.
+
+    Raises:
+        ConfigError: If ``preprocess`` is not an ``nn.Module``, or fitting it fails.
+
+    """
+    if preprocess is not None and not isinstance(preprocess, nn.Module):
+        raise ConfigError(
+            f"set_preprocess takes an nn.Module applied to each batch of inputs (e.g. "
+            f"hpo_trainer.Standardize()), got {type(preprocess).__name__}"
+        )
+    fit = getattr(preprocess, "fit", None)
+    if callable(fit) and not getattr(preprocess, "fitted", False):
+        fit(batches)
+    return preprocess
