@@ -273,7 +273,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from hpo_trainer import export, studyfile
-    from hpo_trainer.final import compare, final_run, record_monitor, ship_trial, trial_recipe
+    from hpo_trainer.final import final_run, record_monitor, trial_recipe
 
     record = export.read(args.params)
     recipe = trial_recipe(record)
@@ -292,32 +292,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     provenance["value"] = recipe.get("value", provenance["value"])
     monitor = record_monitor(record)
     if args.from_trial:
-        given = [
-            flag
-            for flag, used in (
-                ("--epochs", args.epochs),
-                ("--seed", args.seed is not None),
-                ("--threads", args.threads),
-                ("--keep", args.keep != "best"),
-                ("--merge-val", args.merge_val),
-                ("--resume", args.resume),
-                ("--save-every", args.save_every),
-            )
-            if used
-        ]
-        if given:
-            raise ConfigError(
-                f"--from-trial ships the trial's own weights without training, so "
-                f"{', '.join(given)} would change nothing; leave them out, or leave out "
-                "--from-trial to train"
-            )
-        summary = ship_trial(trainer, record, provenance=provenance)
+        summary = _ship(args, trainer, record, provenance)
         epoch = summary["recipe"].get("trial_epoch")
-        _say(args, f"shipped trial {record.get('trial')}'s epoch {epoch}: {_metrics(summary)}")
-        line = compare(summary)
-        if line:
-            _say(args, line)
-        print(summary["run_dir"])
+        _report_run(args, summary, f"shipped trial {record.get('trial')}'s epoch {epoch}")
         return 0
     if args.merge_val:
         from hpo_trainer.train.data import merge
@@ -350,12 +327,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
         monitor=monitor,
     )
     kept = f"; kept epoch {summary['kept_epoch']}" if summary["monitor"] else ""
-    _say(args, f"trained {summary['epochs']} epochs{kept}: {_metrics(summary)}")
+    _report_run(args, summary, f"trained {summary['epochs']} epochs{kept}")
+    return 0
+
+
+def _ship(
+    args: argparse.Namespace, trainer: Any, record: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """Ship the trial's own weights (``--from-trial``), refusing options it would ignore."""
+    from hpo_trainer.final import ship_trial
+
+    given = [
+        flag
+        for flag, used in (
+            ("--epochs", args.epochs),
+            ("--seed", args.seed is not None),
+            ("--threads", args.threads),
+            ("--keep", args.keep != "best"),
+            ("--merge-val", args.merge_val),
+            ("--resume", args.resume),
+            ("--save-every", args.save_every),
+        )
+        if used
+    ]
+    if given:
+        raise ConfigError(
+            f"--from-trial ships the trial's own weights without training, so "
+            f"{', '.join(given)} would change nothing; leave them out, or leave out "
+            "--from-trial to train"
+        )
+    return ship_trial(trainer, record, provenance=provenance)
+
+
+def _report_run(args: argparse.Namespace, summary: dict[str, Any], what: str) -> None:
+    """Print what a run did, how its value compares with the trial's, and its folder."""
+    from hpo_trainer.final import compare
+
+    _say(args, f"{what}: {_metrics(summary)}")
     line = compare(summary)
     if line:
         _say(args, line)
     print(summary["run_dir"])
-    return 0
 
 
 def _plan(
