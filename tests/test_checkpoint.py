@@ -30,7 +30,9 @@ def test_truncated_or_corrupted_checkpoint_is_detected(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"obj": pathlib.PurePosixPath("x")}, path)  # not a tensor or plain value
-    with pytest.raises(CheckpointError, match="holds pickled Python objects, which are never loaded"):
+    with pytest.raises(
+        CheckpointError, match="holds pickled Python objects, which are never loaded"
+    ):
         checkpoint.load(path)
 
 

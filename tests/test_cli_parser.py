@@ -170,3 +170,20 @@ def test_the_aliases_refuse_bad_values_as_the_options_do(flag, capsys):
     assert exc.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"argument {flag}: must be 1 or more, got 0" in err
+
+
+@pytest.mark.parametrize(
+    ("devices", "match"),
+    [
+        ("cuda:0", r"got 'cuda:0'; GPUs are named by their index: did you mean '0'\?"),
+        ("cuda:0,cuda:1", r"did you mean '0,1'\?"),
+        ("0,", r"got '0,'"),
+        ("1,01", r"got '1,01'; name each GPU once.*--workers-per-device"),
+    ],
+)
+def test_devices_are_checked_by_the_rule_of_the_python_api(devices, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["search", STUDY, "--devices", devices])
+    assert exc.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert re.search(rf"argument --devices: devices must be distinct GPU ids.*{match}", err), err

@@ -1,6 +1,7 @@
 """Workers started early (``hpo_trainer.search.early``): handed the configuration once the
 study exists, cancelled quietly when the search is refused or needs other workers."""
 
+import signal
 import time
 from pathlib import Path
 
@@ -56,3 +57,14 @@ def test_a_signal_from_an_earlier_search_does_not_stop_the_next(tmp_path):
     trainer = load_trainer_from_file(DIGITS, runs_dir=str(tmp_path / "runs"), quiet=True)
     outcome = search(trainer, epochs=1, n_trials=2, pruner="none")
     assert outcome.complete and outcome.finished == 2 and FLAG.signum is None
+
+
+def test_cancel_terminates_a_worker_that_does_not_exit_in_time():
+    # A worker whose task never finishes building (a study file that hangs at import).
+    with EarlyWorkers("time:sleep", (600,), {}, 1) as early:
+        began = time.monotonic()
+        early.cancel(grace=0.5)
+        waited = time.monotonic() - began
+    (proc,) = early.procs
+    assert not proc.is_alive() and proc.exitcode == -signal.SIGTERM
+    assert waited < 10  # the grace, and the few seconds a terminated process may take

@@ -36,12 +36,13 @@ _EXAMPLES = {
 
 
 def _device_list(text: str) -> list[str]:
-    ids = [d.strip() for d in text.split(",")]
-    if not ids or not all(d.isdigit() for d in ids) or len(set(ids)) != len(ids):
-        raise argparse.ArgumentTypeError(
-            f"must be distinct GPU ids separated by commas, e.g. 0,1,2,3; got {text!r}"
-        )
-    return ids
+    # The rule of make_config(devices=...), imported here because it imports torch.
+    from hpo_trainer.train.devices import parse_devices
+
+    try:
+        return parse_devices(text)
+    except HpoTrainerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _int_in(low: int, high: int | None, what: str = "") -> Callable[[str], int]:

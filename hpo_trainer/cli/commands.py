@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -60,20 +59,27 @@ def _pick_study(storage: Any, name: str | None) -> str:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from hpo_trainer.search.early import EarlyWorkers, may_have_cuda
+    from hpo_trainer.search.early import EarlyWorkers, may_have_cuda, scoped_environ
 
-    if not args.debug:
-        # The live progress line replaces the per-trial log lines of the workers.
-        os.environ["HPO_TRAINER_LOG_LEVEL"] = "WARNING"
-        logging.getLogger("hpo_trainer.search").setLevel(logging.WARNING)
-    if (args.workers or 1) > 1 and args.devices is None and not may_have_cuda():
-        # Start the workers before importing torch here: their start-up overlaps ours.
-        path = str(Path(args.study_file).resolve())
-        options = {**dict(args.options), "runs_dir": args.runs_dir, "quiet": True}
-        build = "hpo_trainer.studyfile:load_trainer_from_file"
-        with EarlyWorkers(build, (path,), options, args.workers) as early:
-            return _search(args, early)
-    return _search(args, None)
+    # The live progress line replaces the per-trial log lines of the workers: they read
+    # their level from the environment when they start, so it is set for the search only.
+    quiet = {} if args.debug else {"HPO_TRAINER_LOG_LEVEL": "WARNING"}
+    search_log = logging.getLogger("hpo_trainer.search")
+    level = search_log.level
+    with scoped_environ(quiet):
+        try:
+            if not args.debug:
+                search_log.setLevel(logging.WARNING)
+            if (args.workers or 1) > 1 and args.devices is None and not may_have_cuda():
+                # Start the workers before importing torch here: their start-up overlaps ours.
+                path = str(Path(args.study_file).resolve())
+                options = {**dict(args.options), "runs_dir": args.runs_dir, "quiet": True}
+                build = "hpo_trainer.studyfile:load_trainer_from_file"
+                with EarlyWorkers(build, (path,), options, args.workers) as early:
+                    return _search(args, early)
+            return _search(args, None)
+        finally:
+            search_log.setLevel(level)
 
 
 def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:

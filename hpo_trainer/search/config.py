@@ -10,8 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import HpoTrainerError, did_you_mean, is_int, raise_all
+from hpo_trainer.errors import (
+    ConfigError,
+    HpoTrainerError,
+    StorageError,
+    did_you_mean,
+    is_int,
+    raise_all,
+)
 from hpo_trainer.search import heartbeat
+from hpo_trainer.search.locks import budget_lock_problem
 from hpo_trainer.search.objectives import Objective, check_objectives, default_direction, reported
 from hpo_trainer.search.storage import default_url, parse_url
 from hpo_trainer.search.strategies import (
@@ -21,7 +29,7 @@ from hpo_trainer.search.strategies import (
     check_sampler,
 )
 from hpo_trainer.search.task import SearchTask
-from hpo_trainer.train.devices import device_slots
+from hpo_trainer.train.devices import device_slots, parse_devices
 
 
 @dataclass(frozen=True)
@@ -223,7 +231,7 @@ def _choice_problems(
     checks = (
         lambda: check_sampler(sampler),
         lambda: check_pruner(pruner),
-        lambda: parse_url(storage),
+        lambda: _check_storage(storage),
     )
     for check in checks:
         try:
@@ -239,6 +247,17 @@ def _choice_problems(
     if direction not in ("minimize", "maximize"):
         problems.append(f"direction must be 'minimize' or 'maximize', got {direction!r}")
     return problems
+
+
+def _check_storage(url: Any) -> None:
+    """Check that ``url`` names a storage that can keep the budget exact.
+
+    Raises:
+        StorageError: If the URL is invalid, or the storage has no budget lock.
+
+    """
+    if (problem := budget_lock_problem(url)) is not None:
+        raise StorageError(problem)
 
 
 def _warm_start_problems(
@@ -323,7 +342,7 @@ def make_config(
     epochs: int,
     n_trials: int | None = None,
     n_workers: int | None = None,
-    devices: list[str] | None = None,
+    devices: str | int | list[int | str] | None = None,
     workers_per_device: int = 1,
     study_name: str | None = None,
     storage: str | None = None,
@@ -357,7 +376,8 @@ def make_config(
             ``trials`` (as ``--trials`` spells it); required under one of the two names.
         n_workers: Local workers (default 1, or one per device slot). Also accepted as
             ``workers``.
-        devices: GPU ids to spread worker processes over, e.g. ``["0", "1"]``.
+        devices: GPU ids to spread worker processes over: ``[0, 1]``, ``["0", "1"]`` or
+            ``"0,1"`` (see :func:`hpo_trainer.train.devices.parse_devices`).
         workers_per_device: Workers sharing each device of ``devices``.
         study_name: The study's name (default: the task's name).
         storage: The storage URL (default: a SQLite file in the task's ``runs_dir``).
@@ -444,9 +464,13 @@ def make_config(
     problems += name_problems or _folder_problems(
         task.runs_dir, Path(task.runs_dir) / (study_name or task.name)
     )
+    try:
+        ids = None if devices is None else parse_devices(devices)
+    except ConfigError as exc:
+        ids, problems = None, [*problems, str(exc)]
     raise_all(problems)
     task.check()
-    slots = None if devices is None else tuple(device_slots(devices, workers_per_device))
+    slots = None if ids is None else tuple(device_slots(ids, workers_per_device))
     return SearchConfig(
         study_name=study_name or task.name,
         storage=storage,

@@ -14,6 +14,7 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing as mp
@@ -21,11 +22,18 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+#: Seconds :meth:`EarlyWorkers.cancel` waits, in all, for cancelled workers to exit by
+#: themselves (they finish building their task first) before terminating them.
+CANCEL_GRACE = 30.0
+#: Seconds a terminated process gets to exit before it is killed.
+_TERM_GRACE = 5.0
 
 
 def cores() -> int:
@@ -40,6 +48,72 @@ def threads_env(n_workers: int) -> dict[str, str]:
     """Return the environment that gives each of ``n_workers`` workers its torch threads."""
     threads = max(1, cores() // n_workers)
     return {"OMP_NUM_THREADS": str(threads), "HPO_TRAINER_THREADS": str(threads)}
+
+
+@contextlib.contextmanager
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block, then put back what each key held.
+
+    A spawned child copies the environment when it starts, so this is how a worker gets its
+    settings without changing the parent's environment for the rest of the process. Only
+    the keys in ``values`` are restored: other changes made meanwhile stay.
+
+    Args:
+        values: The variables to set.
+
+    """
+    before = {key: os.environ.get(key) for key in values}
+    try:
+        os.environ.update(values)
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in the block (processes started in it inherit that), then restore it.
+
+    A Ctrl-C at the terminal reaches every process of the group; a worker still importing
+    torch would die of it with a long traceback. The parent passes the signal on instead,
+    once the worker's own handler is in place. Does nothing on Windows.
+    """
+    if sys.platform == "win32":
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def reap(procs: Sequence[Any], *, grace: float) -> None:
+    """Wait up to ``grace`` seconds in all for ``procs`` to exit; terminate those still alive,
+    and kill those that outlive the termination by a few seconds.
+
+    Args:
+        procs: Started :class:`multiprocessing.Process` objects.
+        grace: Seconds they may take to exit by themselves.
+
+    """
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    late = [proc for proc in procs if proc.is_alive()]
+    for proc in late:
+        logger.warning("%s did not exit within %g s; terminating it", proc.name, grace)
+        proc.terminate()
+    deadline = time.monotonic() + _TERM_GRACE
+    for proc in late:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()  # cannot be ignored
+            proc.join(_TERM_GRACE)
 
 
 def may_have_cuda() -> bool:
@@ -100,29 +174,26 @@ class EarlyWorkers:
         ctx = mp.get_context("spawn")
         self.procs: list[Any] = []
         self._conns: list[Connection] = []
-        saved = dict(os.environ)
-        handler = signal.getsignal(signal.SIGINT)
         try:
-            # A spawned child copies the environment; torch reads its threads at import.
-            os.environ.update(threads_env(n_workers))
-            if sys.platform != "win32":  # Ctrl-C goes to the command, which passes it on
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-            for i in range(n_workers):
-                reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=_early_main,
-                    args=(build, args, kwargs, i, reader),
-                    name=f"worker-{i}",
-                )
-                proc.start()
-                reader.close()
-                self.procs.append(proc)
-                self._conns.append(writer)
-        finally:
-            if sys.platform != "win32":
-                signal.signal(signal.SIGINT, handler)
-            os.environ.clear()
-            os.environ.update(saved)
+            # A spawned child copies the environment (torch reads its threads at import) and
+            # the ignored SIGINT: Ctrl-C goes to the command, which passes it on.
+            with scoped_environ(threads_env(n_workers)), sigint_ignored():
+                for i in range(n_workers):
+                    reader, writer = ctx.Pipe(duplex=False)
+                    self._conns.append(writer)
+                    proc = ctx.Process(
+                        target=_early_main,
+                        args=(build, args, kwargs, i, reader),
+                        name=f"worker-{i}",
+                    )
+                    try:
+                        proc.start()
+                    finally:
+                        reader.close()
+                    self.procs.append(proc)
+        except BaseException:
+            self.cancel()  # those already started exit, as after a refused search
+            raise
 
     def __enter__(self) -> EarlyWorkers:
         return self
@@ -138,8 +209,16 @@ class EarlyWorkers:
         self._conns = []
         return self.procs
 
-    def cancel(self) -> None:
-        """Let the workers not handed over exit without doing anything, and wait for them."""
+    def cancel(self, grace: float = CANCEL_GRACE) -> None:
+        """Let the workers not handed over exit without doing anything, and wait for them.
+
+        A worker exits once it has built its task; one that takes longer than ``grace``
+        seconds (a study file that hangs) is terminated, then killed.
+
+        Args:
+            grace: Seconds, in all, to wait for the workers to exit by themselves.
+
+        """
         if not self._conns:
             return
         for conn in self._conns:
@@ -149,5 +228,4 @@ class EarlyWorkers:
                 pass
             conn.close()
         self._conns = []
-        for proc in self.procs:
-            proc.join()
+        reap(self.procs, grace=grace)

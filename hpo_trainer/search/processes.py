@@ -10,22 +10,34 @@ sent to the parent are passed on to every worker, which stops at the next batch 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpo_trainer.errors import Interrupted
 from hpo_trainer.search.config import SearchConfig
-from hpo_trainer.search.early import EarlyWorkers, threads_env
+from hpo_trainer.search.early import (
+    EarlyWorkers,
+    reap,
+    scoped_environ,
+    sigint_ignored,
+    threads_env,
+)
 from hpo_trainer.search.mainguard import check_main_guard
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.workerproc import worker_main
 from hpo_trainer.train.devices import visible_gpus
 
 logger = logging.getLogger(__name__)
+
+#: Seconds workers get to stop at their next batch after the parent failed, before they are
+#: killed.
+_STOP_GRACE = 30.0
 
 
 def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) -> dict[str, str]:
@@ -42,24 +54,6 @@ def worker_env(worker: int, n_workers: int, devices: list[str] | None = None) ->
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = devices[worker % len(devices)]
     return env
-
-
-def _start_ignoring_sigint(proc: Any, handler: Any) -> None:
-    """Start ``proc`` with SIGINT ignored until it installs its own handler.
-
-    A Ctrl-C at the terminal reaches every process of the group; a worker still importing
-    torch would die of it with a long traceback. Ignored signals stay ignored across the
-    child's exec, and the worker's own handler takes over once its loop starts (the parent
-    keeps passing the signal on until then, see :func:`_join`).
-    """
-    if sys.platform == "win32":
-        proc.start()
-        return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        proc.start()
-    finally:
-        signal.signal(signal.SIGINT, handler)
 
 
 def _send(procs: list[Any], signum: int) -> None:
@@ -82,6 +76,60 @@ def _join(procs: list[Any], received: list[int]) -> None:
             _send(procs, received[0])
 
 
+@contextlib.contextmanager
+def _forwarding_signals(procs: list[Any], received: list[int]) -> Iterator[None]:
+    """Pass SIGINT and SIGTERM on to ``procs`` in the block (noting each in ``received``),
+    then restore the handlers that were there, on every path.
+    """
+
+    def forward(signum: int, _frame: Any) -> None:
+        # Pass the signal on: each worker stops at its next batch and checkpoints.
+        received.append(signum)
+        _send(procs, signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, forward)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _owned(procs: list[Any]) -> Iterator[None]:
+    """Own the worker processes in ``procs``: if the block raises, stop them (SIGTERM: each
+    stops at its next batch boundary and checkpoints), then kill those that do not exit.
+
+    Without this, a worker started before the failure would run on unwatched, and the
+    interpreter's exit would wait for it to finish the whole budget.
+    """
+    try:
+        yield
+    except BaseException:
+        _send(procs, signal.SIGTERM)
+        reap(procs, grace=_STOP_GRACE)
+        raise
+
+
+def _start(
+    ctx: Any,
+    factory: Callable[[], SearchTask],
+    cfg: SearchConfig,
+    worker: int,
+    devices: list[str] | None,
+) -> Any:
+    """Start worker ``worker`` with its environment and SIGINT ignored until it installs
+    its own handler (the parent passes the signal on until then, see :func:`_join`);
+    neither change outlives the start.
+    """
+    proc = ctx.Process(target=worker_main, args=(factory, cfg, worker), name=f"worker-{worker}")
+    with scoped_environ(worker_env(worker, cfg.n_workers, devices)), sigint_ignored():
+        proc.start()
+    return proc
+
+
 def run_workers(
     task: SearchTask, cfg: SearchConfig, early: EarlyWorkers | None = None
 ) -> list[int]:
@@ -91,7 +139,9 @@ def run_workers(
     many, no GPU); otherwise they are cancelled and new ones spawned.
 
     SIGINT and SIGTERM are passed on to every worker; each stops at its next batch
-    boundary, leaves its trial to be retried, and exits with 128 + the signal number.
+    boundary, leaves its trial to be retried, and exits with 128 + the signal number. The
+    parent's signal handlers and environment are as before once this returns or raises, and
+    if it raises, the workers it started are stopped.
 
     Returns:
         The workers' exit codes (0 for a worker that finished; the caller decides what a
@@ -110,37 +160,18 @@ def run_workers(
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
     received: list[int] = []
-
-    def forward(signum: int, _frame: Any) -> None:
-        # Pass the signal on: each worker stops at its next batch and checkpoints.
-        received.append(signum)
-        _send(procs, signum)
-
-    saved = dict(os.environ)
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if early is not None:
-        gpus = visible_gpus() if devices is None else devices
-        if len(early.procs) == n_workers and not gpus:
-            procs.extend(early.hand_over(cfg))
-        else:
-            early.cancel()
-    try:
+    with _forwarding_signals(procs, received), _owned(procs):
+        if early is not None:
+            gpus = visible_gpus() if devices is None else devices
+            if len(early.procs) == n_workers and not gpus:
+                procs.extend(early.hand_over(cfg))
+            else:
+                early.cancel()
         for i in range(len(procs), n_workers):
-            # A spawned child copies this process's environment when it starts.
-            os.environ.update(worker_env(i, n_workers, devices))
-            proc = ctx.Process(target=worker_main, args=(factory, cfg, i), name=f"worker-{i}")
-            _start_ignoring_sigint(proc, forward)
-            procs.append(proc)
-            os.environ.clear()
-            os.environ.update(saved)
             if received:
                 break
+            procs.append(_start(ctx, factory, cfg, i, devices))
         _join(procs, received)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        os.environ.clear()
-        os.environ.update(saved)
     codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
     if received:
         raise Interrupted(

@@ -46,7 +46,16 @@ class Callback:
         """After each epoch, once ``state.metrics`` and ``state.history`` hold it."""
 
     def on_fit_end(self, state: FitState) -> None:
-        """After the last epoch, or after an early stop."""
+        """After the last epoch, or after an early stop (not when the fit raised)."""
+
+    def close(self, state: FitState) -> None:
+        """Release what this callback holds open (files, threads, progress bars).
+
+        Called once the fit is over, on every path: after :meth:`on_fit_end` when the fit
+        ends, instead of it when the fit raised (user code, a non-finite loss, Ctrl-C). It
+        must therefore not do what only a fit that ended may, such as saving the weights,
+        which may be part-way through an epoch. Closing twice must do nothing.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Return what this callback must remember across a resume (empty if nothing).

@@ -84,6 +84,12 @@ class CheckpointCallback(Callback):
         if state.epoch % self.every == 0 or state.epoch >= state.epochs or state.stop:
             self.save(state)
 
+    def close(self, state: FitState) -> None:
+        """Wait for a checkpoint still being written and stop the writer thread (no save:
+        after a fit that raised, the weights may be part-way through an epoch).
+        """
+        self.flush()
+
     def on_fit_end(self, state: FitState) -> None:
         """Save the last completed epoch if the run stopped before it was due.
 
@@ -189,20 +195,31 @@ class TensorBoardCallback(Callback):
         self._written = state.epoch
 
     def on_fit_end(self, state: FitState) -> None:
-        """Write the last scalars if they are not yet written, then the hparams."""
+        """Write the last scalars if they are not yet written, then the hparams, and close
+        the event file.
+        """
         from torch.utils.tensorboard.summary import hparams
 
         if self._writer is None:
             return
-        if state.metrics and self._written != state.epoch:
-            self._write_scalars(state)
-        final = {k: v for k, v in state.metrics.items() if math.isfinite(v)}
-        if self.hparams and final:
-            values = {k: _hparam_value(v) for k, v in self.hparams.items()}
-            for summary in hparams(values, final):
-                self._writer.file_writer.add_summary(summary)
-        self._writer.close()
-        self._writer = None
+        try:
+            if state.metrics and self._written != state.epoch:
+                self._write_scalars(state)
+            final = {k: v for k, v in state.metrics.items() if math.isfinite(v)}
+            if self.hparams and final:
+                values = {k: _hparam_value(v) for k, v in self.hparams.items()}
+                for summary in hparams(values, final):
+                    self._writer.file_writer.add_summary(summary)
+        finally:
+            self._writer.close()
+            self._writer = None
+
+    def close(self, state: FitState) -> None:
+        """Finish the event file as :meth:`on_fit_end` does, if that has not happened: a
+        fit that raised keeps the epochs it completed (``state.metrics`` holds only
+        those), with the hparams, as a pruned trial does.
+        """
+        self.on_fit_end(state)
 
 
 class ProgressCallback(Callback):
@@ -245,8 +262,8 @@ class ProgressCallback(Callback):
             )
             logger.info("epoch %d/%d: %s", state.epoch, state.epochs, shown)
 
-    def on_fit_end(self, state: FitState) -> None:
-        """Close a bar left open by an interrupted epoch."""
+    def close(self, state: FitState) -> None:
+        """Close a bar left open by an interrupted or failed epoch."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

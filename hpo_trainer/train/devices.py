@@ -6,12 +6,14 @@ import contextlib
 import logging
 import os
 import random
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from hpo_trainer.errors import ConfigError, did_you_mean
+from hpo_trainer.errors import ConfigError, did_you_mean, is_int
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +151,41 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def parse_devices(devices: Any) -> list[str]:
+    """Return ``devices`` as a list of GPU ids.
+
+    Args:
+        devices: GPU ids as the command line takes them (``"0,1"``), one id (``0``), or a
+            list of ids (``[0, 1]`` or ``["0", "1"]``).
+
+    Returns:
+        The ids as strings (``["0", "1"]``), as ``CUDA_VISIBLE_DEVICES`` names them.
+
+    Raises:
+        ConfigError: If they are not distinct whole numbers from 0, or there are none.
+
+    """
+    if isinstance(devices, str):
+        items: Any = devices.split(",")
+    else:
+        items = [devices] if is_int(devices, 0) else devices
+    texts = [str(d).strip() for d in items] if isinstance(items, (list, tuple)) else []
+    ids = [str(int(t)) for t in texts if re.fullmatch(r"[0-9]+", t)]
+    if texts and len(ids) == len(texts) == len(set(ids)):
+        return ids
+    numbers = [re.fullmatch(r"(?:cuda|gpu)\s*:?\s*([0-9]+)", t, re.IGNORECASE) for t in texts]
+    hint = " (leave devices out to spread workers over the visible GPUs)"
+    if texts and len(ids) == len(texts):
+        hint = (
+            "; name each GPU once, and give workers_per_device (--workers-per-device) for "
+            "several workers on one"
+        )
+    elif texts and all(numbers):
+        named = ",".join(str(int(m.group(1))) for m in numbers if m is not None)
+        hint = f"; GPUs are named by their index: did you mean {named!r}?"
+    raise ConfigError(
+        "devices must be distinct GPU ids separated by commas or in a list, e.g. 0,1,2,3 or "
+        f"[0, 1]; got {devices!r}{hint}"
+    )

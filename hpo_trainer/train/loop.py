@@ -276,7 +276,9 @@ def fit(
 
     Every epoch: train, evaluate on the validation (and test) set, step the scheduler,
     append the metrics to ``state.history``, then call each callback's ``on_epoch_end``
-    (where pruning, checkpoints and TensorBoard happen).
+    (where pruning, checkpoints and TensorBoard happen). Once the fit is over, on every
+    path (an exception or Ctrl-C included), each callback's ``close`` releases what it
+    holds open: the TensorBoard writer, the progress bar, the checkpoint writer thread.
 
     Args:
         state: The run's state; resuming means passing a state restored from a checkpoint.
@@ -308,38 +310,65 @@ def fit(
         state.batches = len(train_batches)  # type: ignore[arg-type]
     except TypeError:
         state.batches = 0
-    for cb in callbacks:
-        cb.on_fit_start(state)
-    while state.epoch < state.epochs and not (state.stop or state.interrupted or state.halted):
+    try:
         for cb in callbacks:
-            cb.on_epoch_start(state)
-        metrics = train_epoch(
-            state,
-            train_batches,
-            pass_batch,
-            amp=amp,
-            grad_clip=grad_clip,
-            on_batch_end=batch_hooks,
-        )
-        if state.interrupted or state.halted:
-            # Stopped mid-epoch: the epoch does not count and nothing of it is recorded.
-            break
-        for split, batches in (("val", val_batches), ("test", test_batches)):
-            if batches is not None:
-                metrics.update(
-                    evaluate(
-                        state.model,
-                        batches,
-                        pass_batch,
-                        split=split,
-                        device=state.device,
-                        amp=amp,
-                        metric_fns=metric_fns,
+            cb.on_fit_start(state)
+        while state.epoch < state.epochs and not (state.stop or state.interrupted or state.halted):
+            for cb in callbacks:
+                cb.on_epoch_start(state)
+            metrics = train_epoch(
+                state,
+                train_batches,
+                pass_batch,
+                amp=amp,
+                grad_clip=grad_clip,
+                on_batch_end=batch_hooks,
+            )
+            if state.interrupted or state.halted:
+                # Stopped mid-epoch: the epoch does not count and nothing of it is recorded.
+                break
+            for split, batches in (("val", val_batches), ("test", test_batches)):
+                if batches is not None:
+                    metrics.update(
+                        evaluate(
+                            state.model,
+                            batches,
+                            pass_batch,
+                            split=split,
+                            device=state.device,
+                            amp=amp,
+                            metric_fns=metric_fns,
+                        )
                     )
-                )
-        _end_epoch(state, metrics)
+            _end_epoch(state, metrics)
+            for cb in callbacks:
+                cb.on_epoch_end(state)
         for cb in callbacks:
-            cb.on_epoch_end(state)
-    for cb in callbacks:
-        cb.on_fit_end(state)
+            cb.on_fit_end(state)
+    except BaseException:
+        _close(callbacks, state, failed=True)
+        raise
+    _close(callbacks, state, failed=False)
     return state
+
+
+def _close(callbacks: Sequence[Callback], state: FitState, *, failed: bool) -> None:
+    """Call every callback's ``close``, each one even if another raises.
+
+    After a fit that raised (``failed``), an error in ``close`` is logged and the fit's own
+    error goes on (a pruned trial stays pruned); otherwise the first one is raised once
+    every callback is closed.
+    """
+    first: Exception | None = None
+    for cb in callbacks:
+        try:
+            cb.close(state)
+        except Exception as exc:
+            if failed:
+                logger.warning(
+                    "%s could not close after the fit failed: %s", type(cb).__name__, exc
+                )
+            elif first is None:
+                first = exc
+    if first is not None:
+        raise first
