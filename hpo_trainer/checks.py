@@ -22,6 +22,7 @@ from hpo_trainer.errors import (
     HpoTrainerError,
     did_you_mean,
     is_int,
+    is_seed,
     raise_all,
 )
 from hpo_trainer.space import CLASS, Hyperparameters
@@ -44,6 +45,17 @@ def is_positive_number(value: Any) -> bool:
         and math.isfinite(value)
         and value > 0
     )
+
+
+def seed_problem(seed: Any) -> str | None:
+    """Say why ``seed`` is neither a seed (:func:`~hpo_trainer.errors.is_seed`) nor ``None``.
+
+    The trainer's seed and a run's share this rule, so any seed a run records can be
+    given again to repeat it.
+    """
+    if seed is None or is_seed(seed):
+        return None
+    return f"seed must be an integer from 0 to 2**32 - 1, or None, got {seed!r}"
 
 
 def folder_name_problem(arg: str, value: Any) -> str | None:
@@ -206,8 +218,7 @@ def trainer_problems(
         )
     if not (amp is None or isinstance(amp, bool) or amp in ("bf16", "fp16")):
         problems.append(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        problems.append(f"seed must be an integer or None, got {seed!r}")
+    problems.extend(p for p in [seed_problem(seed)] if p)
     if not is_int(num_workers, 0):
         problems.append(
             f"num_workers must be an integer >= 0 (0 loads batches in this process), "
@@ -259,8 +270,7 @@ def keep_problems(*, keep: Any, monitor: Any, seed: Any) -> list[str]:
             f"monitor must be a (metric, direction) pair such as ('val/loss', 'min') or "
             f"('val/acc', 'max'), got {monitor!r}"
         )
-    if seed is not None and not (is_int(seed, 0) and seed < 2**32):
-        problems.append(f"seed must be an integer from 0 to 2**32 - 1, or None, got {seed!r}")
+    problems.extend(p for p in [seed_problem(seed)] if p)
     if monitor is not None and str(monitor[0]).startswith("test/"):
         problems.append(
             f"monitor must not be a test metric ({monitor[0]!r}): choosing the epoch on the "

@@ -34,8 +34,35 @@ class CheckpointError(HpoTrainerError):
     """A checkpoint is missing, damaged or does not fit the run."""
 
 
-class NonFiniteLossError(HpoTrainerError, FloatingPointError):
-    """The training loss became NaN or infinite."""
+class NonFiniteError(HpoTrainerError, FloatingPointError):
+    """A monitored value became NaN or infinite: a loss, or the metric a search judges by.
+
+    A search trial that raises it is stopped and recorded with the reason
+    ``non-finite <metric>: <message>`` (:mod:`hpo_trainer.search.trial`).
+
+    Args:
+        message: What became non-finite, where, and what to do about it.
+        metric: The name of what became non-finite (``loss`` for the training losses).
+
+    Attributes:
+        metric: The name of what became non-finite.
+
+    """
+
+    def __init__(self, message: str = "", metric: str = "metric") -> None:
+        super().__init__(message)
+        self.metric = metric
+
+    def __reduce__(self) -> tuple[type[NonFiniteError], tuple[str, str]]:
+        # Keep ``metric`` when the error crosses a process boundary (args hold the message).
+        return type(self), (str(self), self.metric)
+
+
+class NonFiniteLossError(NonFiniteError):
+    """The training or validation loss became NaN or infinite."""
+
+    def __init__(self, message: str = "", metric: str = "loss") -> None:
+        super().__init__(message, metric)
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -56,6 +83,15 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 def is_int(value: object, least: int) -> bool:
     """Return whether ``value`` is an integer (not a bool) of at least ``least``."""
     return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
+
+#: Seeds are integers below this (what NumPy's generators accept).
+SEED_LIMIT = 2**32
+
+
+def is_seed(value: object) -> bool:
+    """Return whether ``value`` is a seed: an integer (not a bool) from 0 to ``2**32 - 1``."""
+    return is_int(value, 0) and value < SEED_LIMIT  # type: ignore[operator]
 
 
 def raise_all(problems: list[str], error: type[HpoTrainerError] = ConfigError) -> None:

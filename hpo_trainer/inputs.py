@@ -260,6 +260,25 @@ def _read_pt(path: Path, key: str | None) -> Any:
     return obj
 
 
+def default_transform(gray: bool = False) -> Callable[[Any], torch.Tensor]:
+    """Return the evaluation transform of a study file that names none.
+
+    Args:
+        gray: Convert to one grayscale channel (for a model of one-channel images); else
+            the image is kept as it comes (image folders are read in RGB).
+
+    Returns:
+        A function from a PIL image to a float tensor (channels x height x width) in [0, 1].
+
+    """
+    from torchvision.transforms.functional import pil_to_tensor
+
+    def transform(image: Any) -> torch.Tensor:
+        return pil_to_tensor(image.convert("L") if gray else image).float() / 255.0
+
+    return transform
+
+
 #: A row of a CSV file: its first line in the file (from 1) and its cells.
 def _read_images(folder: Path, transform: Callable[[Any], Any] | None) -> Any:
     from PIL import Image
@@ -272,11 +291,7 @@ def _read_images(folder: Path, transform: Callable[[Any], Any] | None) -> Any:
             f"input folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
         )
     if transform is None:
-        from torchvision.transforms.functional import pil_to_tensor
-
-        def transform(image: Any) -> Any:
-            return pil_to_tensor(image).float() / 255.0
-
+        transform = default_transform()
     tensors = []
     for path in files:
         try:

@@ -190,7 +190,7 @@ class LoadedRun:
                     )
                 return named
         gray = self.input_shape is not None and len(self.input_shape) == 3
-        return _default_transform(gray and self.input_shape[0] == 1)  # type: ignore[index]
+        return inputs.default_transform(gray and self.input_shape[0] == 1)  # type: ignore[index]
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -224,15 +224,6 @@ def _fix(shape: tuple[int, ...]) -> str:
             "study file that does"
         )
     return "reshape the input to match"
-
-
-def _default_transform(gray: bool) -> Callable[[Any], Any]:
-    from torchvision.transforms.functional import pil_to_tensor
-
-    def transform(image: Any) -> torch.Tensor:
-        return pil_to_tensor(image.convert("L") if gray else image).float() / 255.0
-
-    return transform
 
 
 def load_run(

@@ -11,10 +11,17 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from hpo_trainer.search.storage import open_storage
+
 TUNABLE = Path(__file__).resolve().parent / "studies" / "tunable_digits.py"
 #: Where the ``hpo-trainer`` command of this environment lives.
 BIN = Path(sys.executable).parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _open(url: str) -> optuna.storages.BaseStorage:
+    """Open any storage URL the product takes (``journal:``, ``redis://`` too), as status does."""
+    return open_storage(url, heartbeat_interval=None)
 
 
 def search_code(url: str, runs_dir: Path, study_name: str, *, trials: int = 2) -> str:
@@ -33,7 +40,7 @@ def kill_mid_trial_then_resume(url: str, runs_dir: Path, study_name: str) -> int
     Returns:
         The number of epochs trial 0 had reported when its worker was killed.
     """
-    study = optuna.create_study(study_name=study_name, storage=url)
+    study = optuna.create_study(study_name=study_name, storage=_open(url))
     study.enqueue_trial({"optimizer.lr": 0.05, "model.hidden_size": 32})
     code = search_code(url, runs_dir, study_name)
     proc = subprocess.Popen([sys.executable, "-c", code])
@@ -54,7 +61,7 @@ def kill_mid_trial_then_resume(url: str, runs_dir: Path, study_name: str) -> int
 
 def check_resumed(url: str, study_name: str, killed_at: int) -> None:
     """Assert that trial 0's retry resumed from its checkpoint and the study finished."""
-    study = optuna.load_study(study_name=study_name, storage=url)
+    study = optuna.load_study(study_name=study_name, storage=_open(url))
     first = study.trials[0]
     assert first.state == TrialState.FAIL and "failure" not in first.user_attrs
     retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)

@@ -1,6 +1,8 @@
-"""Re-queue of a dead worker's trial: the one retry mechanism (``Requeue``), the trials that
-never sent a heartbeat (``fail_silent_trials``) and the first attempt of a retry
-(``root_number``). Real Optuna studies, in memory or in a SQLite file."""
+"""Heartbeats and re-queue of a dead worker's trial: the one retry mechanism (``Requeue``), the
+first attempt of a retry (``root_number``), and how dead trials are found on every storage
+(``Heartbeat`` counts, ``HeartbeatWatch`` judges by its own clock). Real Optuna studies, in
+memory, in a journal file or in a SQLite file; the watcher's clock is the test's, so nothing
+here waits for a grace period to pass."""
 
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo_trainer.search.heartbeat import Heartbeat, Requeue, fail_silent_trials, root_number
+from hpo_trainer.search.heartbeat import (
+    BEAT_KEY,
+    GRACE_KEY,
+    Heartbeat,
+    HeartbeatWatch,
+    Requeue,
+    beat,
+    root_number,
+)
 from hpo_trainer.search.storage import open_storage
 
 VALUES = {1: 0.9, 2: 0.7, 3: 0.65}
@@ -91,44 +101,143 @@ def test_retries_chain_to_the_first_attempt_until_max_retry(max_retry, attempts,
             assert set(tried[n - 1].intermediate_values) <= set(trial.intermediate_values)
 
 
-def test_a_trial_that_never_sent_a_heartbeat_is_failed_and_requeued(tmp_path):
-    url = f"sqlite:///{tmp_path}/s.db"
-    storage = open_storage(url, heartbeat_interval=1, grace_period=2, max_retry=2)
-    study = optuna.create_study(storage=storage, study_name="silent")
-    storage.record_heartbeat(study.ask()._trial_id)  # a live trial of another worker
-    trial = study.ask()  # its worker dies before the first beat
-    trial.suggest_float("x", 0.0, 1.0)
+class Clock:
+    """A watcher's monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _study(tmp_path, kind: str, name: str = "beats"):
+    """A study on a journal file or a SQLite file, opened as a worker opens it."""
+    url = f"journal:{tmp_path}/study.log" if kind == "journal" else f"sqlite:///{tmp_path}/s.db"
+    storage = open_storage(url, heartbeat_interval=None)
+    return optuna.create_study(study_name=name, storage=storage), storage
+
+
+def _start(study, storage, grace_period=2) -> optuna.Trial:
+    """Start a trial as a worker does under the budget lock: ask, then mark it alive."""
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
     trial.report(0.5, 1)
-    fail_silent_trials(study, storage, older_than=3600)
-    assert study.trials[1].state == TrialState.RUNNING, "a young trial was failed"
-    fail_silent_trials(study, storage, older_than=0)
-    states = [t.state for t in study.trials]
-    assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
-    copy = study.trials[2]
-    assert copy.params == study.trials[1].params and copy.intermediate_values == {1: 0.5}
-    assert root_number(copy) == 1
+    beat(storage, trial._trial_id, grace_period)
+    return trial
 
 
-def test_a_stale_heartbeat_fails_the_trial_and_requeues_it(tmp_path):
-    url = f"sqlite:///{tmp_path}/s.db"
-    storage = open_storage(url, heartbeat_interval=1, grace_period=1, max_retry=2)
-    study = optuna.create_study(storage=storage, study_name="stale")
-    trial = study.ask()
-    trial.suggest_int("n", 1, 9)
-    with Heartbeat(storage, trial._trial_id, interval=1):
-        pass  # beats once, then its worker "dies"
-    time.sleep(2.2)
-    optuna.storages.fail_stale_trials(study)
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
-    assert study.trials[1].params == study.trials[0].params
-    assert study.trials[1].system_attrs["failed_trial"] == 0
+def _states(trials: list[optuna.trial.FrozenTrial]) -> list[TrialState]:
+    return [t.state for t in trials]
 
 
-def test_a_live_heartbeat_keeps_the_trial_running(tmp_path):
-    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=1, grace_period=2)
-    study = optuna.create_study(storage=storage, study_name="alive")
-    trial = study.ask()
-    with Heartbeat(storage, trial._trial_id, interval=0.5):
-        time.sleep(2.5)
-        optuna.storages.fail_stale_trials(study)
-    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+def _beats(storage, trial) -> int | None:
+    return storage.get_trial(trial._trial_id).system_attrs.get(BEAT_KEY)
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_trial_whose_heartbeat_stops_is_failed_after_its_grace_period_and_requeued(
+    tmp_path, kind
+):
+    study, storage = _study(tmp_path, kind)
+    trial = _start(study, storage)
+    with Heartbeat(storage, trial._trial_id, interval=3600):
+        pass  # beats once, then its worker dies
+    clock = Clock()
+    watch = HeartbeatWatch(storage, grace_period=2, clock=clock)
+    watch.read(study)
+    clock.now += 2.0
+    assert _states(watch.read(study)) == [TrialState.RUNNING], "failed within its grace period"
+    clock.now += 0.1
+    trials = watch.read(study)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    first, copy = trials
+    assert "failure" not in first.user_attrs  # a dead worker is not a failure of the trial
+    assert copy.params == first.params and copy.intermediate_values == {1: 0.5}
+    assert root_number(copy) == first.number
+    # the retry beats for itself: nothing of the dead attempt's heartbeat is carried over
+    assert BEAT_KEY not in copy.system_attrs and GRACE_KEY not in copy.system_attrs
+
+
+def test_a_live_trial_whose_heartbeat_keeps_coming_is_never_failed(tmp_path):
+    """However far the watcher's clock moves between two reads (a busy worker, another
+    machine's clock), a count that advanced means the trial is alive."""
+    study, storage = _study(tmp_path, "journal")
+    trial = _start(study, storage)
+    clock = Clock()
+    watch = HeartbeatWatch(storage, grace_period=2, clock=clock)
+    with Heartbeat(storage, trial._trial_id, interval=0.02):
+        for _ in range(5):
+            count = _beats(storage, trial)
+            deadline = time.monotonic() + 10
+            while _beats(storage, trial) == count:  # the next real beat of the thread
+                assert time.monotonic() < deadline, "the heartbeat thread stopped beating"
+                time.sleep(0.01)
+            clock.now += 3600
+            assert _states(watch.read(study)) == [TrialState.RUNNING]
+    # the same watch fails it once the beats stop for longer than the grace period
+    watch.read(study)
+    clock.now += 2.5
+    assert _states(watch.read(study)) == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_fresh_watch_never_fails_a_trial_on_its_first_read(tmp_path):
+    study, storage = _study(tmp_path, "sqlite")
+    _start(study, storage)
+    clock = Clock()
+    clock.now = 1e9  # a worker that starts long after the trial's last beat
+    assert _states(HeartbeatWatch(storage, 2, clock=clock).read(study)) == [TrialState.RUNNING]
+
+
+def test_a_trial_started_with_a_longer_grace_period_is_judged_by_its_own(tmp_path):
+    study, storage = _study(tmp_path, "journal")
+    _start(study, storage, grace_period=60)  # its worker was started with a slow heartbeat
+    clock = Clock()
+    watch = HeartbeatWatch(storage, grace_period=2, clock=clock)
+    watch.read(study)
+    clock.now += 59
+    assert _states(watch.read(study)) == [TrialState.RUNNING]
+    clock.now += 2
+    assert _states(watch.read(study)) == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_trial_that_never_showed_a_sign_of_life_gets_three_grace_periods(tmp_path):
+    study, storage = _study(tmp_path, "journal")
+    study.ask().suggest_int("n", 1, 9)  # its worker died before marking it started
+    clock = Clock()
+    watch = HeartbeatWatch(storage, grace_period=2, clock=clock)
+    watch.read(study)
+    clock.now += 6
+    assert _states(watch.read(study)) == [TrialState.RUNNING]
+    clock.now += 0.1
+    assert _states(watch.read(study)) == [TrialState.FAIL, TrialState.WAITING]
+
+
+class _ReadBefore:
+    """A study whose trials were read before another worker changed them."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study, self._trials = study, study.get_trials()
+
+    def get_trials(self, deepcopy: bool = True) -> list[optuna.trial.FrozenTrial]:
+        return self._trials
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+
+def test_two_workers_that_find_the_same_dead_trial_queue_it_once(tmp_path):
+    """Two processes' views of one journal file: the second to fail the trial backs off."""
+    study, storage = _study(tmp_path, "journal")
+    _start(study, storage)
+    other_storage = open_storage(f"journal:{tmp_path}/study.log", heartbeat_interval=None)
+    other = optuna.load_study(study_name="beats", storage=other_storage)
+    clock = Clock()
+    mine = HeartbeatWatch(storage, 2, clock=clock)
+    theirs = HeartbeatWatch(other_storage, 2, clock=clock)
+    mine.read(study), theirs.read(other)
+    clock.now += 3
+    stale = _ReadBefore(other)  # read before this worker failed the trial
+    mine.read(study)
+    theirs.read(stale)
+    assert _states(other.get_trials()) == [TrialState.FAIL, TrialState.WAITING]

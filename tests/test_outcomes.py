@@ -230,8 +230,8 @@ def test_ctrl_c_while_starting_up_is_one_line_and_exit_130(tmp_path):
 
 
 def _stopped_by_ctrl_c(study: optuna.Study) -> None:
-    """Run a trial until Ctrl-C stops it, as ``trial._leave_for_retry`` leaves it: FAIL with
-    the ``interrupted`` attribute, and a WAITING copy with its params."""
+    """Run a trial until Ctrl-C stops it, as ``trial.decide`` and ``trial._write`` leave it:
+    FAIL with the ``interrupted`` attribute, and a WAITING copy with its params."""
     trial = study.ask()
     trial.suggest_float("lr", 1e-4, 1e-1, log=True)
     trial.report(0.9, 1)

@@ -18,9 +18,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from hpo_trainer.errors import NonFiniteError
 from hpo_trainer.search.heartbeat import Requeue
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
-from hpo_trainer.search.strategies import PRUNERS, make_pruner
+from hpo_trainer.search.strategies import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from hpo_trainer.space import Hyperparameters
 from hpo_trainer.train.state import FitState
 
 EPOCHS = 8
@@ -223,11 +225,63 @@ def test_the_auto_sampler_chooses_by_space_and_budget(conditional, n_trials, cho
     assert type(sampler) is chosen
 
 
-def test_every_sampler_name_builds_a_sampler():
-    from hpo_trainer.search.strategies import SAMPLERS, make_sampler
-    from hpo_trainer.space import Hyperparameters
+#: The sampler each name builds, as ``make_sampler`` documents it (``auto``: GP for a small
+#: budget without conditional parameters).
+SAMPLER_CLASSES = {
+    "tpe": optuna.samplers.TPESampler,
+    "tpe-independent": optuna.samplers.TPESampler,
+    "gp": optuna.samplers.GPSampler,
+    "auto": optuna.samplers.GPSampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "grid": optuna.samplers.GridSampler,
+}
 
-    hyp = Hyperparameters().add_categorical("width", [8, 16])
-    for name in SAMPLERS:
-        sampler = make_sampler(name, seed=0, spaces={"model": hyp}, n_trials=10)
-        assert isinstance(sampler, optuna.samplers.BaseSampler), name
+
+def _proposals(name: str, hyp, seed: int) -> list[tuple[int, float]]:
+    """Ask and tell 3 trials of a fresh study driven by sampler ``name``; return what it drew."""
+    sampler = make_sampler(name, seed=seed, spaces={"model": hyp}, n_trials=10)
+    assert type(sampler) is SAMPLER_CLASSES[name], name
+    study = optuna.create_study(sampler=sampler)
+    drawn = []
+    for _ in range(3):
+        trial = study.ask()
+        values = hyp.suggest(trial, prefix="model.")
+        drawn.append((values["width"], values["dropout"]))
+        study.tell(trial, (values["width"] - 40) ** 2 + values["dropout"])
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3, name
+    return drawn
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLER_CLASSES))
+def test_every_sampler_name_proposes_values_inside_the_space(name):
+    assert set(SAMPLER_CLASSES) == set(SAMPLERS)
+    hyp = Hyperparameters().add_int("width", 8, 64).add_float("dropout", 0.0, 0.5, step=0.1)
+    drawn = _proposals(name, hyp, seed=0)
+    grid = [round(0.1 * k, 10) for k in range(6)]
+    for width, dropout in drawn:
+        assert isinstance(width, int) and 8 <= width <= 64, (name, width)
+        assert any(math.isclose(dropout, g, abs_tol=1e-9) for g in grid), (name, dropout)
+    if name == "grid":  # the grid never proposes a point twice
+        assert len(set(drawn)) == 3
+    # Seeded: the same name and seed propose the same values.
+    assert _proposals(name, hyp, seed=0) == drawn
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_monitored_metric_stops_the_trial_unreported(value):
+    # The training loop checks only the losses: a search judged by val/acc relies on this.
+    study = optuna.create_study(pruner=make_pruner("none", epochs=EPOCHS))
+    trial = study.ask()
+    callback = PruningCallback(FastReporter(study, trial), "val/acc")
+    state = _state(1, 0.5)
+    state.metrics["val/acc"] = 0.8
+    callback.on_epoch_end(state)
+    state.epoch, state.metrics = 2, {"val/loss": 0.4, "val/acc": value}
+    with pytest.raises(NonFiniteError, match=rf"^val/acc={value} in epoch 2; .*lower") as info:
+        callback.on_epoch_end(state)
+    assert info.value.metric == "val/acc"
+    assert state.stop_reason == f"val/acc={value} in epoch 2"
+    # epoch 1 was reported; the non-finite epoch 2 never reaches the pruner or the storage
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 0.8}

@@ -39,6 +39,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from hpo_trainer.search import facts
 from hpo_trainer.search.storage import mask_url, open_storage, parse_url
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def detach_checkpoints(
     """
     if not numbers:
         return 0
-    root = {t._trial_id: t.user_attrs.get("retry_of", t.number) for t in trials}
+    root = {t._trial_id: facts.first_attempt(t) for t in trials}
     store = FileSystemArtifactStore(folder)
     removed = 0
     try:

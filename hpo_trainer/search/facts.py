@@ -3,8 +3,9 @@ the Pareto front, the budget and a summary. The worker loop, progress, status, e
 report all read them from here, so they can never disagree.
 
 A trial is *finished* when it completed or was pruned: both count toward the budget. A
-trial *failed by itself* when its own code raised (it has a ``failure`` attribute); a trial
-failed because its worker died or was stopped is retried, and does not count.
+trial *failed by itself* when its own code raised or its value was not finite (it has a
+``failure`` attribute); a trial failed because its worker died or was stopped is retried,
+and does not count.
 
 In a multi-objective study the *Pareto front* is the completed trials that no other completed
 trial dominates (as good in every objective and better in one): Optuna's
@@ -22,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo_trainer.search.heartbeat import root_number
 from hpo_trainer.search.objectives import MODEL_MEASURES
 
 #: The states that count toward the budget.
@@ -43,12 +45,29 @@ def running(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.RUNNING]
 
 
+def failed_by_itself(trial: FrozenTrial) -> bool:
+    """Return whether ``trial`` failed by itself: its own code raised, or its value was not
+    finite (it has the ``failure`` attribute). A trial failed because its worker died or
+    was stopped did not: it is retried from its checkpoint.
+    """
+    return trial.state == TrialState.FAIL and "failure" in trial.user_attrs
+
+
 def failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Return the trials that failed by themselves (not by a dead or stopped worker).
+    """Return the trials that failed by themselves (:func:`failed_by_itself`).
 
     The one count of failures: ``max_failures``, the progress line and status read it.
     """
-    return [t for t in trials if t.state == TrialState.FAIL and "failure" in t.user_attrs]
+    return [t for t in trials if failed_by_itself(t)]
+
+
+def first_attempt(trial: FrozenTrial) -> int:
+    """Return the number of the first attempt of ``trial``: the folder its checkpoints share.
+
+    A retry records it as ``retry_of`` when it ends; one that has not ended yet (its worker
+    died) is known by its retry history (:func:`~hpo_trainer.search.heartbeat.root_number`).
+    """
+    return int(trial.user_attrs.get("retry_of", root_number(trial)))
 
 
 #: What status calls a failed trial that is not a failure (see :func:`outcome`).
@@ -75,7 +94,7 @@ def outcome(trial: FrozenTrial, again: set[int]) -> str:
         again: The numbers of the attempts that were queued again (:func:`retried`).
 
     """
-    if trial.state != TrialState.FAIL or "failure" in trial.user_attrs:
+    if trial.state != TrialState.FAIL or failed_by_itself(trial):
         return trial.state.name
     if "interrupted" in trial.user_attrs:
         return INTERRUPTED

@@ -1,19 +1,43 @@
 """Heartbeats: how a worker shows that its trial is alive, and how dead ones are found.
 
-A running trial beats from the moment it is started (under the budget lock) until it is
-told. Optuna fails trials whose heartbeat went stale and re-queues them with their
-parameters; :func:`fail_silent_trials` also catches trials that never sent a beat.
+One mechanism on every storage (SQLite, PostgreSQL, a journal file, Redis), built on
+nothing but trial system attributes, which every Optuna storage keeps:
+
+* A worker starts a trial under the budget lock and records, in the same breath, the grace
+  period it allows the trial (:func:`beat`). From then until the trial is told, a thread
+  counts the trial's heartbeats in the storage every ``heartbeat_interval`` seconds
+  (:class:`Heartbeat`).
+* Workers look at the running trials whenever they read the study under the budget lock
+  (:class:`HeartbeatWatch`). A trial whose count did not change for longer than its grace
+  period, **by the watching worker's own monotonic clock**, lost its worker: it is failed
+  and queued again with its parameters (:class:`Requeue`), and the retry resumes from the
+  trial's last per-epoch checkpoint.
+
+Why a counter and not a timestamp: workers on several machines have clocks that differ,
+and a journal file or Redis has no clock of its own to compare against. A counter that must
+advance needs no clock but the watcher's: if two reads of the storage at least a grace
+period apart (the end of the first, the start of the second) show the same count, no beat
+landed in between, and a live worker beats more often than that. So a live trial is never
+failed for a clock that is off, and a fresh worker never fails a trial on its first read:
+it judges a trial after it has watched it for a grace period (at once when it waits for the
+rest of the budget, else when it next starts a trial).
+
+Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...)`` and ``fail_stale_trials``)
+exists for databases only, and compares database timestamps; it is not used.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
+import math
 import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
 
 logger = logging.getLogger(__name__)
 
@@ -24,31 +48,59 @@ INTERVAL = 5
 GRACE_BEATS = 4
 #: How often a trial whose worker died is retried before it is given up.
 MAX_RETRY = 3
+#: The trial system attribute that counts its heartbeats (1, 2, 3, ...).
+BEAT_KEY = "hpo:heartbeat"
+#: The trial system attribute with the grace period its worker allows it (seconds), written
+#: when the trial starts: a trial started with a longer grace period than the watcher's is
+#: judged by its own, so workers started with other options never fail each other's trials.
+GRACE_KEY = "hpo:grace_period"
+#: A running trial with neither attribute never sent a sign of life (its worker died between
+#: starting it and recording its start, or something other than a worker started it): it
+#: is given this many grace periods.
+SILENT_GRACES = 3
 
 
 class Heartbeat:
-    """Records a running trial's heartbeat every ``interval`` seconds, in a thread."""
+    """Counts a running trial's heartbeats in the storage every ``interval`` seconds, in a thread.
 
-    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+    The first beat is recorded on entering, the rest by a daemon thread until the block ends.
+
+    Args:
+        storage: The study's storage (Optuna's caching wrapper passes the writes through).
+        trial_id: The storage's id of the running trial.
+        interval: Seconds between beats; ``None`` or ``0``: no heartbeat.
+
+    """
+
+    def __init__(self, storage: Any, trial_id: int, interval: float | None) -> None:
         self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._count = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        # The study's storage may be Optuna's caching wrapper; it passes heartbeats through.
-        interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
-        if interval:
-            self._storage.record_heartbeat(self._trial_id)
-            self._thread = threading.Thread(target=self._run, daemon=True)
+        if self._interval:
+            self._beat()
+            self._thread = threading.Thread(
+                target=self._run, name=f"heartbeat-{self._trial_id}", daemon=True
+            )
             self._thread.start()
         return self
 
+    def _beat(self) -> bool:
+        """Record one beat; return ``False`` once the trial is finished."""
+        self._count += 1
+        try:
+            self._storage.set_trial_system_attr(self._trial_id, BEAT_KEY, self._count)
+        except UpdateFinishedTrialError:
+            return False  # told between two beats: nothing is left to keep alive
+        except Exception as exc:  # a missed beat is not worth killing the trial
+            logger.warning("heartbeat of trial id %d failed: %s", self._trial_id, exc)
+        return True
+
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # a missed beat is not worth killing the trial
-                logger.warning("heartbeat failed: %s", exc)
+        while not self._stop.wait(self._interval) and self._beat():
+            pass
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -56,53 +108,123 @@ class Heartbeat:
             self._thread.join()
 
 
-def beat(storage: Any, trial_id: int) -> None:
-    """Record one heartbeat of a trial, if the storage keeps heartbeats."""
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        storage.record_heartbeat(trial_id)
+def beat(storage: Any, trial_id: int, grace_period: float | None = None) -> None:
+    """Record that a trial started alive, and the grace period its worker allows it.
 
+    Called under the budget lock right after the trial is asked for, so that a trial never
+    sits RUNNING without a sign of life (:data:`GRACE_KEY`) longer than one write takes.
 
-def fail_silent_trials(study: optuna.Study, storage: Any, older_than: float) -> None:
-    """Fail and re-queue RUNNING trials that never sent a heartbeat and are old.
+    Args:
+        storage: The study's storage.
+        trial_id: The storage's id of the trial just started.
+        grace_period: Seconds without a heartbeat after which the trial counts as dead
+            (``None``: each watcher's own).
 
-    Optuna only fails trials whose heartbeat went stale; a worker killed between starting
-    a trial and its first heartbeat (or a process without heartbeats) would otherwise
-    leave a RUNNING trial that blocks the budget forever.
     """
-    from sqlalchemy import DateTime, Integer, text
+    storage.set_trial_system_attr(trial_id, GRACE_KEY, grace_period)
 
-    try:
-        with storage.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT t.trial_id, t.datetime_start FROM trials t "
-                    "JOIN studies s ON s.study_id = t.study_id "
-                    "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
-                    "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
-                ).columns(trial_id=Integer, datetime_start=DateTime),  # SQLite stores text
-                {"name": study.study_name},
-            ).fetchall()
-    except Exception as exc:  # Optuna's schema is not ours: never let this stop a worker
-        logger.debug("cannot look for trials without heartbeat: %s", exc)
-        return
-    now = datetime.datetime.now()
-    retry = storage.get_heartbeat_stale_trial_callback()
-    for trial_id, started in rows:
-        if started is None or (now - started).total_seconds() < older_than:
-            continue
-        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            logger.warning("trial %d never sent a heartbeat; failed and re-queued", trial_id)
-            if retry is not None:
-                retry(study, storage.get_trial(trial_id))
+
+class HeartbeatWatch:
+    """Finds the running trials whose heartbeat stopped, and fails and re-queues them.
+
+    One per worker: it remembers each running trial's count from its earlier reads and
+    when it first saw it (see the module docs for the rule and why it needs no shared
+    clock). Call :meth:`read` under the budget lock.
+
+    Args:
+        storage: The storage as opened (Optuna may wrap it in a cache inside the study).
+        grace_period: Seconds without a heartbeat after which a trial counts as dead, unless
+            the trial's own (:data:`GRACE_KEY`) is longer.
+        max_retry: Give up on a trial after this many retries (``None``: never).
+        clock: Monotonic seconds; tests pass their own.
+
+    """
+
+    def __init__(
+        self,
+        storage: Any,
+        grace_period: float,
+        *,
+        max_retry: int | None = MAX_RETRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._storage = storage
+        self.grace_period = grace_period
+        self._requeue = Requeue(max_retry=max_retry)
+        self._clock = clock
+        #: trial id -> (its count, the end of the first read that showed that count)
+        self._seen: dict[int, tuple[Any, float]] = {}
+
+    def read(self, study: optuna.Study) -> list[FrozenTrial]:
+        """Return the study's trials, after failing and re-queueing those whose worker died.
+
+        The trials are read once, and read again only when a dead one was failed.
+        """
+        started = self._clock()
+        trials = study.get_trials(deepcopy=False)
+        dead = self._judge(trials, started=started, ended=self._clock())
+        failed = [self._fail(study, trial, silent, grace) for trial, silent, grace in dead]
+        return study.get_trials(deepcopy=False) if any(failed) else trials
+
+    def _judge(
+        self, trials: Sequence[FrozenTrial], *, started: float, ended: float
+    ) -> list[tuple[FrozenTrial, float, float]]:
+        """Note each running trial's count; return the dead ones, how long silent, and grace.
+
+        A count was in the storage by the end of the read that first showed it; the same
+        count in a read that started more than a grace period later means no beat landed
+        for that long.
+        """
+        seen: dict[int, tuple[Any, float]] = {}
+        dead = []
+        for trial in trials:
+            if trial.state != TrialState.RUNNING:
+                continue
+            count = trial.system_attrs.get(BEAT_KEY)
+            last = self._seen.get(trial._trial_id)
+            since = last[1] if last is not None and last[0] == count else ended
+            seen[trial._trial_id] = (count, since)
+            grace = self._grace_of(trial)
+            if started - since > grace:
+                dead.append((trial, started - since, grace))
+        self._seen = seen  # finished trials are forgotten
+        return dead
+
+    def _grace_of(self, trial: FrozenTrial) -> float:
+        attrs = trial.system_attrs
+        own = attrs.get(GRACE_KEY)
+        grace = self.grace_period
+        if isinstance(own, (int, float)) and not isinstance(own, bool) and math.isfinite(own):
+            grace = max(grace, own)
+        if BEAT_KEY not in attrs and GRACE_KEY not in attrs:
+            grace *= SILENT_GRACES
+        return grace
+
+    def _fail(self, study: optuna.Study, trial: FrozenTrial, silent: float, grace: float) -> bool:
+        """Fail ``trial`` and queue it again; ``False`` if another worker or its own was first."""
+        try:
+            if not self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                return False
+        except UpdateFinishedTrialError:
+            return False  # it was told meanwhile, or another worker failed it first
+        logger.warning(
+            "trial %d sent no heartbeat for %.0f s (grace period %g s): its worker is gone. It "
+            "is failed and queued again, to resume from its last checkpoint",
+            trial.number,
+            silent,
+            grace,
+        )
+        self._requeue(study, self._storage.get_trial(trial._trial_id))
+        return True
 
 
 class Requeue:
     """Queue a failed trial again: same parameters, its epochs so far, its retry history.
 
-    The one way a trial is retried, whether its worker died (Optuna calls this as the
-    storage's stale-trial callback) or was stopped by a signal. Like Optuna's own retry
-    callback, but the new attempt does not inherit the failed attempt's user attributes
-    (its worker, host, reason for stopping): it records its own.
+    The one way a trial is retried, whether its worker died (:class:`HeartbeatWatch` calls
+    it) or was stopped by a signal. Like Optuna's own retry callback, but the new attempt
+    does not inherit the failed attempt's user attributes (its worker, host, reason for
+    stopping) nor its heartbeat: it records its own.
 
     Args:
         max_retry: Give up on a trial after this many retries (``None``: never).
@@ -116,6 +238,8 @@ class Requeue:
         """Add the WAITING copy of ``trial`` to ``study``."""
         system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": []}
         system_attrs.update(trial.system_attrs)
+        for key in (BEAT_KEY, GRACE_KEY):  # the new attempt beats for itself
+            system_attrs.pop(key, None)
         system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
         if self.max_retry is not None and len(system_attrs["retry_history"]) > self.max_retry:
             logger.warning(

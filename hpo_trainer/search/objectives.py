@@ -196,19 +196,29 @@ def chosen_by(cfg: SearchConfig) -> Objective:
     return first_history(cfg.objectives) if cfg.objectives else (cfg.metric, cfg.direction)
 
 
-def trial_values(
-    task: SearchTask, run: Run, objectives: Sequence[Objective]
-) -> tuple[list[float], int]:
-    """Return a trained run's objective values and its best epoch (1-based).
+def trial_values(task: SearchTask, run: Run, cfg: SearchConfig) -> tuple[float | list[float], int]:
+    """Return a trained run's value (one per objective in a multi-objective search) and its
+    best epoch.
 
-    History metrics are read at the best epoch of the first history objective; the model
-    measures are taken from the trained model.
+    The best epoch is chosen by :func:`chosen_by` with :func:`~hpo_trainer.train.best.best_epoch`
+    (the rule :class:`~hpo_trainer.train.best.KeepBest` keeps weights by). History metrics are
+    read at that epoch, model measures from the trained model. When no epoch of the choosing
+    metric is finite, the best epoch is 0 and the values are read at the last epoch; the
+    trial's outcome (:mod:`hpo_trainer.search.trial`) then refuses them as non-finite.
+
+    Returns:
+        The value (a float for one metric, a list for several objectives) and the best
+        epoch (1-based; 0 when none is finite).
+
     """
     history = run.state.history
-    first, way = first_history(objectives)
-    best = (best_epoch(history[first], way) or len(history[first])) - 1
+    metric, way = chosen_by(cfg)
+    epoch = best_epoch(history[metric], way) or 0
+    at = (epoch or len(history[metric])) - 1
+    if not cfg.objectives:
+        return float(history[metric][at]), epoch
     values = []
-    for name, _ in objectives:
+    for name, _ in cfg.objectives:
         if name == "model/params":
             values.append(float(param_count(run.state.model)))
         elif name == "model/latency_ms":
@@ -223,5 +233,5 @@ def trial_values(
                 )
             )
         else:
-            values.append(float(history[name][best]))
-    return values, best + 1
+            values.append(float(history[name][at]))
+    return values, epoch

@@ -58,14 +58,13 @@ def snapshot(study: optuna.Study, total: int) -> Progress:
     """Read a :class:`Progress` from the study's storage."""
     trials = study.get_trials(deepcopy=False)
     top = facts.best(study, trials)
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    counts = facts.outcomes(trials)  # the same counts as status: FAIL is facts.failures
     return Progress(
         done=facts.finished(trials),
         total=total,
-        complete=complete,
-        pruned=pruned,
-        failed=len(facts.failures(trials)),
+        complete=counts.get(TrialState.COMPLETE.name, 0),
+        pruned=counts.get(TrialState.PRUNED.name, 0),
+        failed=counts.get(TrialState.FAIL.name, 0),
         best=None if top is None else (top.number, float(top.values[0])),  # first objective
         running=tuple(
             (t.user_attrs.get("worker"), t.number, max(t.intermediate_values, default=0))

@@ -19,12 +19,14 @@ own per-bracket studies from the storage; the search configuration refuses it th
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo_trainer.errors import NonFiniteError
 from hpo_trainer.train.callback import Callback
 
 if TYPE_CHECKING:
@@ -154,6 +156,9 @@ class Reporter(Protocol):
 class PruningCallback(Callback):
     """Report the monitored metric to an Optuna trial every epoch; prune when it says so.
 
+    A non-finite value of the metric stops the trial as a non-finite loss does (the training
+    loop checks only the losses): a trial judged by a NaN can never be judged.
+
     Args:
         trial: An ``optuna.Trial`` (or anything with ``report`` and ``should_prune``).
         metric: The metric to report, e.g. ``"val/loss"``.
@@ -165,8 +170,21 @@ class PruningCallback(Callback):
         self.metric = metric
 
     def on_epoch_end(self, state: FitState) -> None:
-        """Report, then raise ``optuna.TrialPruned`` if the pruner says so."""
+        """Report, then raise ``optuna.TrialPruned`` if the pruner says so.
+
+        Raises:
+            NonFiniteError: If the metric is NaN or infinite (it is not reported).
+            optuna.TrialPruned: If the pruner says the trial should stop.
+
+        """
         value = state.metrics[self.metric]
+        if not math.isfinite(value):
+            state.stop_reason = f"{self.metric}={value} in epoch {state.epoch}"
+            raise NonFiniteError(
+                f"{state.stop_reason}; the trial is judged by {self.metric}, so it stops here: "
+                "check the metric's function and the data for NaNs, or lower the learning rate",
+                self.metric,
+            )
         self.trial.report(value, state.epoch)
         if self.trial.should_prune():
             state.stop_reason = f"pruned after epoch {state.epoch} ({self.metric}={value:.6g})"

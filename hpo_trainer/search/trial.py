@@ -4,6 +4,12 @@ The trial's heartbeat runs from start to end, so a worker that dies at any point
 trial that is failed and retried (from its last per-epoch checkpoint) after the grace
 period. The value of a completed trial is the **best** epoch's value of the monitored
 metric, with that epoch recorded as ``best_epoch``.
+
+How a trial ended is decided once, by :func:`decide` (what happened: an :class:`Ending`;
+what the study is told and records: an :class:`Outcome`), and written once, by
+:func:`_write` (user attributes, ``study.tell``, the re-queue of an interrupted trial or the
+clean-up of checkpoints). :mod:`hpo_trainer.search.facts` reads every count from what it
+wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import platform
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo_trainer.errors import CheckpointError, NonFiniteLossError
+from hpo_trainer.errors import CheckpointError, NonFiniteError
 from hpo_trainer.search import artifacts, facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
@@ -30,7 +37,7 @@ from hpo_trainer.search.objectives import chosen_by, trial_values
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.train import checkpoint
-from hpo_trainer.train.best import KeepBest, best_epoch
+from hpo_trainer.train.best import KeepBest
 from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback, TimeLimit
 from hpo_trainer.train.interrupt import FLAG
 from hpo_trainer.train.state import Run
@@ -120,6 +127,116 @@ def _train(
     return limit.reason if limit is not None else None
 
 
+@dataclass(frozen=True)
+class Ending:
+    """What happened to one attempt of a trial, from which its outcome is decided.
+
+    Attributes:
+        epochs: The epochs its run had completed when it ended (resumed ones included).
+        seconds: Its wall time, building included.
+        error: What its code raised, if anything (pruning raises ``optuna.TrialPruned``).
+        interrupted: Whether a signal stopped it (at a batch boundary).
+        timed_out: Why its time limit stopped it, if it did.
+        value: Its value (one per objective in a multi-objective search), if it trained
+            to the end.
+        best_epoch: The epoch its value was read at (0: no finite epoch).
+
+    """
+
+    epochs: int
+    seconds: float
+    error: Exception | None = None
+    interrupted: bool = False
+    timed_out: str | None = None
+    value: float | list[float] | None = None
+    best_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended, decided once (:func:`decide`) and written once (:func:`_write`).
+
+    Attributes:
+        state: What the study is told: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+        value: The value told with ``COMPLETE`` (``None`` otherwise).
+        attrs: The user attributes that record it: ``pruned``, ``failure`` (what
+            :func:`hpo_trainer.search.facts.failures` counts), ``traceback`` or
+            ``interrupted`` with the reason; ``best_epoch``; ``epochs``; and ``wall_time``
+            except for an interrupted attempt.
+        requeue: Whether the trial is queued again with its parameters (it was stopped by a
+            signal; its retry resumes from its checkpoint).
+
+    """
+
+    state: TrialState
+    value: float | list[float] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    requeue: bool = False
+
+    @property
+    def reason(self) -> str | None:
+        """Why the trial did not complete, or ``None`` if it did."""
+        for key in ("interrupted", "pruned", "failure"):
+            if key in self.attrs:
+                return str(self.attrs[key])
+        return None
+
+
+def decide(cfg: SearchConfig, ending: Ending) -> Outcome:
+    """Return a trial's outcome: the one place that maps what happened to what is told.
+
+    * an exception: ``optuna.TrialPruned`` prunes with its reason; a non-finite loss or
+      monitored metric (:class:`~hpo_trainer.errors.NonFiniteError`) prunes with
+      ``non-finite <metric>: ...``; anything else fails with its message (out of memory:
+      its first line; others: with the traceback);
+    * a signal: failed without a ``failure`` (so not counted) and queued again;
+    * the time limit: pruned with its reason (its reported epochs stay);
+    * a non-finite value at the end: failed with ``non-finite value: ...``, counted as a
+      failure and its checkpoint cleaned up like any failed trial's;
+    * else: complete with its value and best epoch.
+    """
+    attrs: dict[str, Any] = {"epochs": ending.epochs}
+    if ending.interrupted and ending.error is None:
+        attrs["interrupted"] = f"stopped after epoch {ending.epochs}; re-queued"
+        return Outcome(TrialState.FAIL, attrs=attrs, requeue=True)
+    attrs["wall_time"] = round(ending.seconds, 3)
+    error = ending.error
+    if isinstance(error, optuna.TrialPruned):
+        return Outcome(TrialState.PRUNED, attrs={**attrs, "pruned": str(error) or "pruned"})
+    if isinstance(error, NonFiniteError):
+        reason = f"non-finite {error.metric}: {error}"
+        return Outcome(TrialState.PRUNED, attrs={**attrs, "pruned": reason})
+    if isinstance(error, torch.OutOfMemoryError):
+        attrs["failure"] = f"out of memory: {str(error).splitlines()[0]}"
+        return Outcome(TrialState.FAIL, attrs=attrs)
+    if error is not None:
+        attrs["failure"] = f"{type(error).__name__}: {error}"
+        attrs["traceback"] = "".join(traceback.format_exception(error))[-8000:]
+        return Outcome(TrialState.FAIL, attrs=attrs)
+    if ending.timed_out:  # pruned: its reported epochs stay, the last one is its value
+        return Outcome(TrialState.PRUNED, attrs={**attrs, "pruned": ending.timed_out})
+    attrs["best_epoch"] = ending.best_epoch
+    bad = _non_finite(cfg, ending.value)
+    if bad:
+        if ending.best_epoch:
+            attrs["failure"] = f"non-finite value: {bad} at its best epoch {ending.best_epoch}"
+        else:
+            attrs["failure"] = (
+                f"non-finite value: {bad} (no epoch of {chosen_by(cfg)[0]} is finite)"
+            )
+        return Outcome(TrialState.FAIL, attrs=attrs)
+    return Outcome(TrialState.COMPLETE, ending.value, attrs)
+
+
+def _non_finite(cfg: SearchConfig, value: float | list[float] | None) -> str:
+    """Name the non-finite values of a trial (``val/acc=nan``), or return ``""``."""
+    if value is None:
+        return "no value"
+    names = [n for n, _ in cfg.objectives] if isinstance(value, list) else [cfg.metric]
+    values = value if isinstance(value, list) else [value]
+    return ", ".join(f"{n}={v}" for n, v in zip(names, values) if not math.isfinite(v))
+
+
 def _run_trial(
     task: SearchTask,
     study: optuna.Study,
@@ -144,84 +261,80 @@ def _run_trial(
         attrs["study_file_sha256"] = cfg.provenance["study_file_sha256"]
     if root != trial.number:
         attrs["retry_of"] = root
-    state, value, run, resumed = TrialState.FAIL, None, None, 0
+    attrs["checkpoint"] = str(folder / "last.pt")
+    run, resumed, error, timed_out, value, best = None, 0, None, None, None, 0
     _record_where(trial, worker)
     try:
         values = {t: space.suggest(trial) for t, space in task.spaces.items()}
         run, resumed = _prepare(task, values, cfg, root, folder / "last.pt", attrs)
         hparams = {f"{t}.{k}": v for t, vs in values.items() for k, v in vs.items()}
         timed_out = _train(task, study, trial, cfg, run, folder, hparams, started)
-        if run.state.interrupted:
-            return _leave_for_retry(study, trial, attrs, run.state.epoch, resumed)
-        if timed_out:  # pruned: its reported epochs stay, the last one is its value
-            raise optuna.TrialPruned(timed_out)
-        if cfg.objectives:  # several values: the metrics at the best epoch, model measures
-            value, attrs["best_epoch"] = trial_values(task, run, cfg.objectives)
-        else:
-            value, attrs["best_epoch"] = _best(run.state.history, cfg.metric, cfg.direction)
-        state = TrialState.COMPLETE
-    except optuna.TrialPruned as exc:
-        attrs["pruned"], state = str(exc) or "pruned", TrialState.PRUNED
-    except NonFiniteLossError as exc:
-        attrs["pruned"], state = f"non-finite loss: {exc}", TrialState.PRUNED
-    except torch.OutOfMemoryError as exc:
-        attrs["failure"] = f"out of memory: {str(exc).splitlines()[0]}"
+        if not (run.state.interrupted or timed_out):
+            value, best = trial_values(task, run, cfg)
     except Exception as exc:
-        attrs["failure"] = f"{type(exc).__name__}: {exc}"
-        attrs["traceback"] = traceback.format_exc()[-8000:]
-    epochs_done = run.state.epoch if run is not None else 0
-    attrs.update(
-        epochs=epochs_done,
-        wall_time=round(time.perf_counter() - started, 3),
-        checkpoint=str(folder / "last.pt"),
+        error = exc
+    epochs = run.state.epoch if run is not None else 0
+    ending = Ending(
+        epochs=epochs,
+        seconds=time.perf_counter() - started,
+        error=error,
+        interrupted=run is not None and run.state.interrupted,
+        timed_out=timed_out,
+        value=value,
+        best_epoch=best,
     )
-    for key, val in attrs.items():
+    outcome = decide(cfg, ending)
+    # The error's traceback holds this frame: drop it, or the cycle keeps the run (and its
+    # device memory) alive until the next garbage collection, into the next trial.
+    del error, ending
+    _write(study, trial, cfg, outcome, attrs)
+    return outcome.state, epochs - resumed
+
+
+def _write(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    cfg: SearchConfig,
+    outcome: Outcome,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Write a trial's outcome: its user attributes, the study's tell, a requeue or the
+    clean-up of checkpoints. The one place a trial ends.
+
+    Args:
+        study: The study.
+        trial: The running trial.
+        cfg: The search's configuration.
+        outcome: How it ended (:func:`decide`).
+        attrs: What it was asked and where its checkpoint is.
+
+    """
+    for key, val in {**attrs, **outcome.attrs}.items():
         trial.set_user_attr(key, val)
-    if state == TrialState.COMPLETE and value is not None and _finite(value):
-        study.tell(trial, value)
+    if outcome.state == TrialState.COMPLETE:
+        study.tell(trial, outcome.value)
     else:
-        study.tell(trial, state=state if state != TrialState.COMPLETE else TrialState.FAIL)
+        study.tell(trial, state=outcome.state)
+    epochs = outcome.attrs["epochs"]
+    if outcome.requeue:
+        Requeue()(study, study._storage.get_trial(trial._trial_id))
+        logger.info("trial %d interrupted after epoch %d; re-queued", trial.number, epochs)
+        return
     logger.info(
         "trial %d %s after %d epochs%s",
         trial.number,
-        state.name.lower(),
-        epochs_done,
-        _describe(cfg, value)
-        if value is not None
-        else f" ({attrs.get('pruned') or attrs.get('failure')})",
+        outcome.state.name.lower(),
+        epochs,
+        _describe(cfg, outcome.value) if outcome.value is not None else f" ({outcome.reason})",
     )
-    cleanup_checkpoints(study, cfg, completed=trial._trial_id if value is not None else None)
-    return state, epochs_done - resumed
-
-
-def _finite(value: float | list[float]) -> bool:
-    return all(math.isfinite(v) for v in (value if isinstance(value, list) else [value]))
+    completed = trial._trial_id if outcome.state == TrialState.COMPLETE else None
+    cleanup_checkpoints(study, cfg, completed=completed)
 
 
 def _describe(cfg: SearchConfig, value: float | list[float]) -> str:
     if isinstance(value, list):
         return ": " + ", ".join(f"{n}={v:.5g}" for (n, _), v in zip(cfg.objectives, value))
     return f": {cfg.metric}={value:.5g}"
-
-
-def _best(history: Mapping[str, list[float]], metric: str, direction: str) -> tuple[float, int]:
-    """Return the best epoch's value of ``metric`` and that epoch (1-based; 0: none finite)."""
-    epoch = best_epoch(history[metric], direction)
-    return (history[metric][epoch - 1], epoch) if epoch else (math.nan, 0)
-
-
-def _leave_for_retry(
-    study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], epochs: int, resumed: int
-) -> tuple[TrialState, int]:
-    """Fail an interrupted trial without counting it, and queue it again with its params."""
-    attrs["interrupted"] = f"stopped after epoch {epochs}; re-queued"
-    attrs["epochs"] = epochs
-    for key, val in attrs.items():
-        trial.set_user_attr(key, val)
-    study.tell(trial, state=TrialState.FAIL)
-    Requeue()(study, study._storage.get_trial(trial._trial_id))
-    logger.info("trial %d interrupted after epoch %d; re-queued", trial.number, epochs)
-    return TrialState.FAIL, epochs - resumed
 
 
 def _prepare(
@@ -269,12 +382,12 @@ def checkpoints_to_remove(
     (their retry resumes from the checkpoint). Running and waiting trials are not in
     ``trials`` and so are never touched.
     """
-    kept = {t.user_attrs.get("retry_of", t.number) for t in facts.ranked(study, trials)[:keep]}
+    kept = {facts.first_attempt(t) for t in facts.ranked(study, trials)[:keep]}
     remove = set()
     for t in trials:
-        if t.state == TrialState.FAIL and "failure" not in t.user_attrs:
-            continue  # a dead worker's trial keeps its checkpoint for the retry
-        number = t.user_attrs.get("retry_of", t.number)
+        if t.state == TrialState.FAIL and not facts.failed_by_itself(t):
+            continue  # a dead or stopped worker's trial keeps its checkpoint for the retry
+        number = facts.first_attempt(t)
         if number not in kept:
             remove.add(number)
     return remove
@@ -299,7 +412,7 @@ def cleanup_checkpoints(
     store = artifacts.store_dir(cfg.storage, cfg.runs_dir)
     mine = next((t for t in trials if t._trial_id == completed), None)
     if mine is not None and mine.state == TrialState.COMPLETE:
-        number = mine.user_attrs.get("retry_of", mine.number)
+        number = facts.first_attempt(mine)
         if number not in remove:
             artifacts.attach_checkpoint(
                 study, mine._trial_id, number, trial_dir(cfg, number) / "last.pt", store

@@ -18,7 +18,7 @@ from hpo_trainer.params import group_params, read_file
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.locks import budget_lock
-from hpo_trainer.search.storage import open_storage
+from hpo_trainer.search.storage import open_storage, same_storage
 from hpo_trainer.search.task import SearchTask
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _best_of_study(cfg: SearchConfig) -> list[tuple[str, Mapping[str, Any]]]:
             f"warm_start_from: study {name!r} has no completed trial to start from; run it "
             "until one completes, or leave out --warm-start-from"
         )
-    if name == cfg.study_name and url == cfg.storage:
+    if name == cfg.study_name and same_storage(url, cfg.storage):
         logger.warning("warm-starting study %r from itself: its best trials are run again", name)
     return [(f"study {name!r} trial {t.number}", group_params(t.params)) for t in best]
 

@@ -1,9 +1,15 @@
 """One worker: the loop that takes trials from a shared study until its budget is reached.
 
 Under the budget lock a worker fails trials whose worker died (they are re-queued with the
-same parameters), counts finished and running trials, and starts a trial only if the
-study's budget has room. It then trains the trial (:func:`hpo_trainer.search.trial.run_trial`)
-outside the lock. Many workers, in one process or on many machines, share a study this way.
+same parameters; :class:`~hpo_trainer.search.heartbeat.HeartbeatWatch`, on every storage),
+counts finished and running trials, and starts a trial only if the study's budget has room.
+It then trains the trial (:func:`hpo_trainer.search.trial.run_trial`) outside the lock. Many
+workers, in one process or on many machines, share a study this way.
+
+A worker with nothing to start (the rest of the budget is running elsewhere) keeps looking,
+because a running trial may lose its worker and be queued again; it looks less and less
+often (see :func:`_loop`), so that idle workers do not load the storage the running trials
+write to.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from optuna.trial import TrialState
 from hpo_trainer.errors import Interrupted
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
-from hpo_trainer.search.heartbeat import beat, fail_silent_trials
+from hpo_trainer.search.heartbeat import HeartbeatWatch, beat
 from hpo_trainer.search.locks import budget_lock
 from hpo_trainer.search.storage import StorageFile
 from hpo_trainer.search.strategies import make_pruner, make_sampler
@@ -32,7 +38,12 @@ from hpo_trainer.train.interrupt import StopFlag, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.1
+#: The first wait of an idle worker, doubled after each look up to :data:`_MAX_WAIT`.
+_FIRST_WAIT = 0.1
+#: The longest wait between two looks of an idle worker (and at most a heartbeat interval).
+_MAX_WAIT = 2.0
+#: How often a waiting worker checks for a signal (no storage work).
+_SIGNAL_CHECK = 0.1
 _SEED_STRIDE = 100_003
 
 
@@ -80,21 +91,19 @@ def run_worker(task: SearchTask, cfg: SearchConfig, *, worker: int = 0) -> Worke
 
 
 def _next_trial(
-    cfg: SearchConfig, study: optuna.Study, storage: Any
+    cfg: SearchConfig, study: optuna.Study, storage: Any, watch: HeartbeatWatch | None
 ) -> tuple[Any, str | None, int]:
     """Under the budget lock: fail dead trials, then start a trial if the budget has room.
 
-    ``storage`` is the storage as opened (Optuna wraps it in a cache inside the study).
+    ``storage`` is the storage as opened (Optuna wraps it in a cache inside the study);
+    ``watch`` finds dead trials (``None`` when trials send no heartbeat).
 
     Returns:
         The trial (or ``None``), why the worker should stop (or ``None``), and how many
         trials are running.
 
     """
-    if cfg.heartbeat_interval and isinstance(storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)
-        fail_silent_trials(study, storage, 3 * cfg.grace_period)
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if watch is None else watch.read(study)
     done, running = facts.finished(trials), len(facts.running(trials))
     if done >= cfg.n_trials:
         return None, "budget", running
@@ -109,13 +118,14 @@ def _next_trial(
     if done + running >= cfg.n_trials:
         return None, None, running
     with warnings.catch_warnings():
-        # We run the heartbeat ourselves (see Heartbeat), which Optuna cannot know.
+        # A database storage may still be opened with Optuna's heartbeat, which warns outside
+        # Study.optimize; our own (hpo_trainer.search.heartbeat) is the one used.
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         trial = study.ask()
-    if cfg.heartbeat_interval:
-        # Beat at once, still under the lock: a trial must never sit RUNNING without a
-        # heartbeat, or nothing could tell that its worker died.
-        beat(storage, trial._trial_id)
+    if watch is not None:
+        # Still under the lock: a trial must never sit RUNNING without a sign of life, or a
+        # watcher would give its worker three grace periods instead of one.
+        beat(storage, trial._trial_id, cfg.grace_period)
     return trial, None, running
 
 
@@ -130,6 +140,15 @@ def _loop(
     """Run the worker loop of :func:`run_worker` (see there)."""
     lock = budget_lock(cfg.storage, storage, cfg.study_name)
     file = StorageFile(cfg.storage)
+    watch = HeartbeatWatch(storage, cfg.grace_period) if cfg.heartbeat_interval else None
+    # Each look takes the study-wide lock and reads every trial, competing with the running
+    # trials' writes and with every other worker's start: an idle worker backs off
+    # exponentially, up to a heartbeat interval (a dead trial cannot show sooner than that)
+    # and at most _MAX_WAIT, so that a freed slot or the end of the budget is still seen
+    # within seconds. Waiting on the lock itself would not do: nothing releases it when a
+    # trial ends or its worker dies.
+    max_wait = min(_MAX_WAIT, cfg.heartbeat_interval or _MAX_WAIT)
+    wait = _FIRST_WAIT
     waiting_said = False
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     report.stopped_by = "timeout"
@@ -138,7 +157,7 @@ def _loop(
             raise Interrupted(flag.signum)
         with lock:
             file.check()  # before any storage call: a lost file must not be recreated
-            trial, stop, running = _next_trial(cfg, study, storage)
+            trial, stop, running = _next_trial(cfg, study, storage, watch)
         if stop is not None:
             report.stopped_by = stop
             return
@@ -152,9 +171,10 @@ def _loop(
                     running,
                 )
                 waiting_said = True
-            time.sleep(_POLL_SECONDS)
+            _nap(wait, flag)
+            wait = min(2 * wait, max_wait)
             continue
-        waiting_said = False
+        waiting_said, wait = False, _FIRST_WAIT
         state, epochs = run_trial(task, study, trial, cfg, worker=report.worker)
         report.trials += 1
         report.epochs += epochs
@@ -170,3 +190,10 @@ def _loop(
                 f"stopped by {signal.Signals(flag.signum).name}; trial {trial.number} will be "
                 "retried from its last checkpoint when the search runs again",
             )
+
+
+def _nap(seconds: float, flag: StopFlag) -> None:
+    """Sleep ``seconds``, but return soon after a signal arrives (no storage work meanwhile)."""
+    end = time.monotonic() + seconds
+    while flag.signum is None and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, _SIGNAL_CHECK))
