@@ -21,7 +21,7 @@ from scenarios import hpo as run_hpo
 
 from hpo_trainer import cli
 from hpo_trainer.search import search
-from hpo_trainer.search.heartbeat import Requeue, beat, root_number
+from hpo_trainer.search.heartbeat import HeartbeatWatch, Requeue, beat, root_number
 from hpo_trainer.search.progress import snapshot
 from hpo_trainer.search.storage import open_storage
 from hpo_trainer.studyfile import load_trainer_from_file
@@ -282,9 +282,12 @@ def test_status_and_progress_count_only_trials_that_failed_by_themselves(tmp_pat
     study.tell(crashed, state=TrialState.FAIL)
     dead = study.ask()  # trial 3: its worker dies after one heartbeat
     dead.suggest_float("lr", 1e-4, 1e-1, log=True)
-    beat(storage, dead._trial_id)
-    time.sleep(2.2)  # past the grace period: Optuna fails it, Requeue queues trial 4
-    optuna.storages.fail_stale_trials(study)
+    beat(storage, dead._trial_id, 1)
+    now = [0.0]
+    watch = HeartbeatWatch(storage, grace_period=1, clock=lambda: now[0])
+    watch.read(study)  # a worker sees it running
+    now[0] = 5.0  # no beat for longer than the grace period: failed, trial 4 queued
+    watch.read(study)
     assert study.trials[3].state == TrialState.FAIL and "failure" not in study.trials[3].user_attrs
     _retry_completes(study, 0.3)
 

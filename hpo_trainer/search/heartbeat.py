@@ -19,8 +19,8 @@ advance needs no clock but the watcher's: if two reads of the storage at least a
 period apart (the end of the first, the start of the second) show the same count, no beat
 landed in between, and a live worker beats more often than that. So a live trial is never
 failed for a clock that is off, and a fresh worker never fails a trial on its first read:
-it judges a trial after it has watched it for a grace period (at once when it waits for the
-rest of the budget, else when it next starts a trial).
+it judges a trial once it has watched it for a grace period (while it waits for the rest of
+the budget, as soon as that has passed; else when it next starts a trial).
 
 Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...)`` and ``fail_stale_trials``)
 exists for databases only, and compares database timestamps; it is not used.
