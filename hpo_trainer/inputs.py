@@ -279,7 +279,6 @@ def default_transform(gray: bool = False) -> Callable[[Any], torch.Tensor]:
     return transform
 
 
-#: A row of a CSV file: its first line in the file (from 1) and its cells.
 def _read_images(folder: Path, transform: Callable[[Any], Any] | None) -> Any:
     from PIL import Image
 

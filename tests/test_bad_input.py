@@ -1210,3 +1210,13 @@ def test_params_file_reader_returns_grouped_params_or_a_config_error(tmp_path_fa
         return
     assert isinstance(record["params"], dict)
     assert all(isinstance(v, dict) for v in record["params"].values())
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5])
+def test_a_trainer_seed_out_of_range_is_refused(seed):
+    import torch
+
+    from hpo_trainer import Trainer
+
+    with pytest.raises(ConfigError, match=r"seed must be an integer from 0 to 2\*\*32 - 1"):
+        Trainer((torch.zeros(4, 2), torch.zeros(4)), seed=seed)

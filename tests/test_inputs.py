@@ -299,3 +299,12 @@ def test_a_first_row_mixing_numbers_and_text_is_not_taken_for_a_header(tmp_path)
     path.write_text("1_0,2,3\n4,5,6\n")  # Python's float() would read 10
     with pytest.raises(DataError):
         read_input(path)
+
+
+def test_the_default_image_transform_keeps_or_drops_colour(tmp_path):
+    from hpo_trainer.inputs import default_transform
+
+    image = Image.new("RGB", (4, 3), (255, 0, 0))
+    rgb, gray = default_transform()(image), default_transform(gray=True)(image)
+    assert rgb.shape == (3, 3, 4) and float(rgb[0].min()) == 1.0 and float(rgb[1].max()) == 0.0
+    assert gray.shape == (1, 3, 4) and 0 < float(gray.max()) < 1

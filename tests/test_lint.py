@@ -19,7 +19,3 @@ def test_ruff_format():
         [RUFF, "format", "--check", *PATHS], cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout
-
-
-def test_package_is_typed():
-    assert (ROOT / "hpo_trainer" / "py.typed").exists()
