@@ -147,6 +147,7 @@ def test_an_idle_worker_backs_off_and_fails_a_trial_only_when_its_heartbeat_stop
     assert retry.user_attrs["retry_of"] == 0 and retry.state in FINISHED
     # about 5 s idle: waits of 0.1 s, 0.2 s, 0.4 s, 0.8 s, then one heartbeat interval
     # (1 s) between looks, where it used to look every 0.1 s
-    gaps = [round(b - a, 2) for a, b in zip(looks, looks[1:])]
+    # (the last look comes at once: the look before it failed the trial and queued its retry)
+    gaps = [round(b - a, 2) for a, b in zip(looks, looks[1:])][:-1]
     assert min(gaps) >= 0.09 and min(gaps[4:]) >= 0.9, f"looks {gaps} s apart"
     assert len(looks) <= 12, f"{len(looks)} looks at the study"

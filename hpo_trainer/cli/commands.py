@@ -234,13 +234,9 @@ def _print_front(s: dict[str, Any]) -> None:
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return (
-        f"{hours}h{minutes:02d}m"
-        if hours
-        else f"{minutes}m{secs:02d}s"
-        if minutes
-        else (f"{secs}s")
-    )
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _fmt(value: Any) -> str:
