@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.errors import ConfigError, is_int
 from hpo_trainer.files import atomic_write
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.data import input_batches, make_batches, split_xy
@@ -234,10 +234,7 @@ def _summary_problems(summary: dict[str, Any]) -> list[str]:
     if given is not None:
         shape = given.get("shape") if isinstance(given, dict) else None
         dtype = given.get("dtype") if isinstance(given, dict) else None
-        if not (
-            isinstance(shape, list)
-            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-        ):
+        if not (isinstance(shape, list) and all(is_int(d, 1) for d in shape)):
             problems.append(f"'input' must have a 'shape' of positive integers, got {given!r}")
         known = getattr(torch, str(dtype), None)
         if not isinstance(known, torch.dtype) or known == torch.bool or known.is_complex:

@@ -104,10 +104,11 @@ def _train(
     limit = None
     if cfg.trial_timeout is not None:  # counted from the trial's start, building included
         limit = TimeLimit(cfg.trial_timeout, started=started)
+    metric, way = chosen_by(cfg)
     callbacks = [
         *([limit] if limit is not None else []),
         # The best epoch's weights ride in the checkpoint: `train --from-trial` ships them.
-        KeepBest(chosen_by(cfg)[0], mode=chosen_by(cfg)[1]),
+        KeepBest(metric, mode=way),
         PruningCallback(
             FastReporter(study, trial, direction=cfg.direction if cfg.objectives else None),
             cfg.metric,
@@ -118,12 +119,12 @@ def _train(
     FLAG.state = run.state
     if FLAG.signum is not None:
         run.state.interrupted = True
+    # fit closes every callback on every path: the checkpoint writer is flushed (no write
+    # lands after the trial's clean-up) and TensorBoard gets its hparams, also when pruned.
     try:
         task.fit(run, callbacks)
     finally:
         FLAG.state = None
-        saver.flush()  # also when pruned: no write may land after the trial's clean-up
-        board.on_fit_end(run.state)  # hparams and last scalars, also when pruned
     return limit.reason if limit is not None else None
 
 

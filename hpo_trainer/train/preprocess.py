@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.errors import ConfigError, is_int
 
 
 class Standardize(nn.Module):
@@ -37,9 +37,7 @@ class Standardize(nn.Module):
     def __init__(self, dims: tuple[int, ...] = (0,)) -> None:
         super().__init__()
         dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
-        if 0 not in dims or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
-        ):
+        if 0 not in dims or not all(is_int(d, 0) for d in dims):
             raise ConfigError(
                 f"Standardize(dims=...) takes the dimensions to average over, 0 (the examples) "
                 f"among them, e.g. (0,) per feature or (0, 2, 3) per image channel; got {dims!r}"
