@@ -28,9 +28,9 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search import search
 from hpo_trainer.search.storage import open_storage
-from hpo_trainer.studyfile import load_trainer_from_file
 
 K = TypeVar("K")
 T = TypeVar("T")

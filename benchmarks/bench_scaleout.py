@@ -27,12 +27,12 @@ from typing import Any
 import optuna
 import torch
 
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search.config import make_config
 from hpo_trainer.search.strategies import make_sampler
 from hpo_trainer.search.study import create_study
 from hpo_trainer.search.trial import trial_dir
 from hpo_trainer.search.worker import run_worker
-from hpo_trainer.studyfile import load_trainer_from_file
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callbacks import CheckpointCallback, TensorBoardCallback
 

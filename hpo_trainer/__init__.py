@@ -11,7 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from hpo_trainer._version import __version__
-from hpo_trainer.errors import (
+from hpo_trainer.base.errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -23,8 +23,9 @@ from hpo_trainer.errors import (
 )
 
 if TYPE_CHECKING:
-    from hpo_trainer.final import final_run
-    from hpo_trainer.predict import LoadedRun, load_run
+    from hpo_trainer.apps.final import final_run
+    from hpo_trainer.apps.predict import LoadedRun, load_run
+    from hpo_trainer.facade.trainer import Trainer
     from hpo_trainer.search.pruning import PruningCallback
     from hpo_trainer.space import CLASS, EPOCHS, Hyperparameters
     from hpo_trainer.train.best import KeepBest
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from hpo_trainer.train.loop import fit
     from hpo_trainer.train.preprocess import Standardize, WithPreprocess
     from hpo_trainer.train.state import FitState, History
-    from hpo_trainer.trainer import Trainer
 
 # We use Optuna's heartbeat, retry and metric-name features on purpose; their "experimental"
 # warnings, attributed to our modules, say nothing a user can act on.
@@ -60,13 +60,13 @@ _LAZY = {
     "fit": "hpo_trainer.train.loop",
     "FitState": "hpo_trainer.train.state",
     "History": "hpo_trainer.train.state",
-    "Trainer": "hpo_trainer.trainer",
-    "LoadedRun": "hpo_trainer.predict",
-    "final_run": "hpo_trainer.final",
+    "Trainer": "hpo_trainer.facade.trainer",
+    "LoadedRun": "hpo_trainer.apps.predict",
+    "final_run": "hpo_trainer.apps.final",
     "KeepBest": "hpo_trainer.train.best",
     "Standardize": "hpo_trainer.train.preprocess",
     "WithPreprocess": "hpo_trainer.train.preprocess",
-    "load_run": "hpo_trainer.predict",
+    "load_run": "hpo_trainer.apps.predict",
 }
 
 

@@ -106,7 +106,7 @@ def digits():
 @pytest.fixture
 def make_trainer(tmp_path):
     """Build the digits MLP study's trainer with runs under a temporary folder."""
-    from hpo_trainer.studyfile import load_trainer_from_file
+    from hpo_trainer.facade.studyfile import load_trainer_from_file
 
     def make(**options):
         options.setdefault("runs_dir", tmp_path / "runs")

@@ -27,7 +27,7 @@ def _open(url: str) -> optuna.storages.BaseStorage:
 def search_code(url: str, runs_dir: Path, study_name: str, *, trials: int = 2) -> str:
     """Python source that runs the tunable study's search (slow epochs) against ``url``."""
     return (
-        "from hpo_trainer.studyfile import load_trainer_from_file as load\n"
+        "from hpo_trainer.facade.studyfile import load_trainer_from_file as load\n"
         f"tr = load({str(TUNABLE)!r}, runs_dir={str(runs_dir)!r}, delay=0.05)\n"
         f"tr.hyp_opt(epochs=6, iters={trials}, storage={url!r}, study_name={study_name!r},\n"
         "           pruner='none', seed=0, heartbeat_interval=1, grace_period=2)\n"

@@ -18,8 +18,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hpo_trainer"
-#: Top-level modules above the search layer: the facade and the commands.
-FACADES = ("trainer", "studyfile", "cli", "export", "final", "report")
+#: Every module's layer, by package: a module not named here fails the map test. Bottom up.
+LAYERS = {
+    "base": ("hpo_trainer._version", "hpo_trainer.base"),
+    "space": ("hpo_trainer.space",),
+    "train": ("hpo_trainer.train",),
+    "codec": ("hpo_trainer.codec",),
+    "search": ("hpo_trainer.search",),
+    "facade": ("hpo_trainer.facade",),
+    "apps": ("hpo_trainer.apps",),
+    "cli": ("hpo_trainer.cli",),
+    "package": ("hpo_trainer",),  # the public surface re-exports every layer, lazily
+}
+#: What each layer may import besides itself. The spaces and the training layer know nothing
+#: of each other; the package root alone may reach every layer.
+MAY_IMPORT = {
+    "base": set(),
+    "space": {"base"},
+    "train": {"base"},
+    "codec": {"base", "space"},
+    "search": {"base", "space", "train", "codec"},
+    "facade": {"base", "space", "train", "codec", "search"},
+    "apps": {"base", "space", "train", "codec", "search", "facade"},
+    "cli": {"base", "space", "train", "codec", "search", "facade", "apps"},
+    "package": {"base", "space", "train", "codec", "search", "facade", "apps", "cli"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -163,30 +186,67 @@ def _within(module: str, packages: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
 
-#: The layers that know PyTorch (or nothing) but not Optuna.
-LOWER = ("hpo_trainer.train", "hpo_trainer.space")
+def _layer_of(module: str) -> str | None:
+    """The layer whose package holds ``module``; the package root only for itself."""
+    if module == "hpo_trainer":
+        return "package"
+    found = [
+        (len(prefix), layer)
+        for layer, prefixes in LAYERS.items()
+        if layer != "package"
+        for prefix in prefixes
+        if _within(module, (prefix,))
+    ]
+    return max(found)[1] if found else None
 
 
-def _forbidden(packages: tuple[str, ...], banned: tuple[str, ...]) -> list[str]:
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that reaches a layer its module's layer may not use."""
     bad = []
-    for module, targets in _graph().items():
-        if _within(module, packages):
-            bad += [
-                f"{module} imports {t}"
-                for t in sorted(targets)
-                if t == "hpo_trainer" or _within(t, banned)
-            ]
+    for module, targets in sorted(graph.items()):
+        layer = _layer_of(module)
+        for target in sorted(targets):
+            other = _layer_of(target)
+            if other != layer and other not in MAY_IMPORT[layer]:
+                bad.append(f"{module} ({layer}) imports {target} ({other})")
     return bad
 
 
-def test_training_layer_and_space_never_import_the_search_or_the_facade():
-    banned = ("hpo_trainer.search", *(f"hpo_trainer.{m}" for m in FACADES))
-    assert _forbidden(LOWER, banned) == []
+#: The layers that know PyTorch (or nothing) but not Optuna.
+LOWER = ("hpo_trainer.train", "hpo_trainer.space", "hpo_trainer.base")
 
 
-def test_search_layer_never_imports_the_facade_or_the_commands():
-    banned = tuple(f"hpo_trainer.{m}" for m in FACADES)
-    assert _forbidden(("hpo_trainer.search",), banned) == []
+def test_the_layer_map_names_every_module():
+    unmapped = [m for m in MODULES if _layer_of(m) is None]
+    assert unmapped == [], f"modules outside every layer (add them to LAYERS): {unmapped}"
+    assert set(MAY_IMPORT) == set(LAYERS)
+    # each layer holds real modules: a renamed package would leave an empty entry behind
+    assert all(any(_layer_of(m) == layer for m in MODULES) for layer in LAYERS)
+
+
+def test_no_import_reaches_up_a_layer():
+    assert _upward_imports(_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "target"),
+    [
+        ("hpo_trainer.train.loop", "hpo_trainer.search.trial"),
+        ("hpo_trainer.space.dimensions", "hpo_trainer.train.loop"),
+        ("hpo_trainer.base.files", "hpo_trainer.codec.params"),
+        ("hpo_trainer.search.worker", "hpo_trainer.facade.trainer"),
+        ("hpo_trainer.facade.trainer", "hpo_trainer.apps.final"),
+        ("hpo_trainer.apps.export", "hpo_trainer.cli.commands"),
+        ("hpo_trainer.search.trial", "hpo_trainer"),
+    ],
+)
+def test_an_upward_import_into_any_layer_fails_the_check(module, target):
+    graph = {m: set(t) for m, t in _graph().items()}
+    assert module in graph and (target in graph)
+    graph[module].add(target)
+    assert _upward_imports(graph) == [
+        f"{module} ({_layer_of(module)}) imports {target} ({_layer_of(target)})"
+    ]
 
 
 def test_no_module_imports_optuna_in_the_training_layer_or_fcntl_anywhere():
@@ -224,7 +284,7 @@ def test_importing_the_training_layer_does_not_import_optuna():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [], "the training layer imported optuna"
-    assert "hpo_trainer.train.loop" in layer and "hpo_trainer.trainer" not in layer
+    assert "hpo_trainer.train.loop" in layer and "hpo_trainer.facade.trainer" not in layer
 
 
 NO_FCNTL = """
@@ -239,7 +299,7 @@ NO_FCNTL = """
     import hpo_trainer
     from hpo_trainer.search.locks import budget_lock
     from hpo_trainer.search.storage import open_storage
-    from hpo_trainer.studyfile import load_trainer_from_file
+    from hpo_trainer.facade.studyfile import load_trainer_from_file
 
     url = "sqlite:///{tmp}/study.db"
     lock = budget_lock(url, open_storage(url), "digits_mlp")

@@ -32,11 +32,11 @@ from hpo_trainer import (
     SpaceError,
     StorageError,
     Trainer,
-    export,
 )
+from hpo_trainer.apps import export
+from hpo_trainer.facade.studyfile import defaults, load_trainer_from_file
 from hpo_trainer.search.migrate import migrate
 from hpo_trainer.search.storage import mask_url, open_storage, parse_url
-from hpo_trainer.studyfile import defaults, load_trainer_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits_mlp.py"

@@ -22,8 +22,8 @@ N_TRIALS, KEEP = 4, 2
 def searched(tmp_path_factory):
     """A search by two worker processes on one SQLite study that keeps 2 checkpoints, then a
     final run on its best params: the artifacts of both go to ``artifacts/`` beside the file."""
-    from hpo_trainer.final import final_run
-    from hpo_trainer.studyfile import load_trainer_from_file
+    from hpo_trainer.apps.final import final_run
+    from hpo_trainer.facade.studyfile import load_trainer_from_file
 
     tmp = tmp_path_factory.mktemp("dash")
     url = f"sqlite:///{tmp}/study.db"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpo_trainer.errors import DataError
+from hpo_trainer.base.errors import DataError
 from hpo_trainer.train.data import TensorBatches, make_batches, split_xy
 
 

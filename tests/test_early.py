@@ -7,11 +7,11 @@ from pathlib import Path
 
 from scenarios import hpo
 
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search import search
 from hpo_trainer.search.early import EarlyWorkers
-from hpo_trainer.studyfile import load_trainer_from_file
 
-BUILD = "hpo_trainer.studyfile:load_trainer_from_file"
+BUILD = "hpo_trainer.facade.studyfile:load_trainer_from_file"
 DIGITS = str(Path(__file__).resolve().parents[1] / "studies" / "digits_mlp.py")
 
 

@@ -15,8 +15,8 @@ import torch
 from scenarios import hpo
 
 from hpo_trainer import ConfigError, Hyperparameters, Trainer, load_run
-from hpo_trainer.final import compare, final_run
-from hpo_trainer.studyfile import load_trainer_from_file
+from hpo_trainer.apps.final import compare, final_run
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from hpo_trainer import cli
-from hpo_trainer.errors import ConfigError, DataError
-from hpo_trainer.inputs import read_input
+from hpo_trainer.apps.inputs import read_input
+from hpo_trainer.base.errors import ConfigError, DataError
 from hpo_trainer.train.devices import resolve_device
 
 
@@ -302,7 +302,7 @@ def test_a_first_row_mixing_numbers_and_text_is_not_taken_for_a_header(tmp_path)
 
 
 def test_the_default_image_transform_keeps_or_drops_colour(tmp_path):
-    from hpo_trainer.inputs import default_transform
+    from hpo_trainer.apps.inputs import default_transform
 
     image = Image.new("RGB", (4, 3), (255, 0, 0))
     rgb, gray = default_transform()(image), default_transform(gray=True)(image)

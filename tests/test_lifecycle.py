@@ -20,13 +20,13 @@ import torch
 from optuna.trial import TrialState
 
 from hpo_trainer import Hyperparameters
-from hpo_trainer.errors import NonFiniteError, NonFiniteLossError
+from hpo_trainer.base.errors import NonFiniteError, NonFiniteLossError
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.engine import search
 from hpo_trainer.search.progress import snapshot
 from hpo_trainer.search.trial import Ending, decide
-from hpo_trainer.studyfile import load_trainer_from_file
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"

@@ -19,9 +19,9 @@ from optuna.trial import TrialState
 from scenarios import hpo
 from test_pruning import _curves
 
+from hpo_trainer.base.errors import ConfigError
 from hpo_trainer.cli import _parser
 from hpo_trainer.cli import main as cli
-from hpo_trainer.errors import ConfigError
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import make_config
 from hpo_trainer.search.pruning import FastReporter

@@ -20,11 +20,11 @@ from scenarios import BIN
 from scenarios import hpo as run_hpo
 
 from hpo_trainer import cli
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search import search
 from hpo_trainer.search.heartbeat import HeartbeatWatch, Requeue, beat, root_number
 from hpo_trainer.search.progress import snapshot
 from hpo_trainer.search.storage import open_storage
-from hpo_trainer.studyfile import load_trainer_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNABLE = ROOT / "tests" / "studies" / "tunable_digits.py"

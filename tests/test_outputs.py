@@ -16,8 +16,8 @@ import optuna
 import pytest
 
 from hpo_trainer import cli
-from hpo_trainer.errors import ConfigError
-from hpo_trainer.files import write_output
+from hpo_trainer.base.errors import ConfigError
+from hpo_trainer.base.files import write_output
 
 STUDY_TEXT = "def make_trainer():\n    raise NotImplementedError\n"
 

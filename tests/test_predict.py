@@ -15,9 +15,9 @@ from PIL import Image
 from scenarios import hpo
 
 from hpo_trainer import CheckpointError, ConfigError, DataError, cli, load_run
-from hpo_trainer.final import final_run
-from hpo_trainer.predict import predict_file
-from hpo_trainer.studyfile import load_module, load_trainer_from_file
+from hpo_trainer.apps.final import final_run
+from hpo_trainer.apps.predict import predict_file
+from hpo_trainer.facade.studyfile import load_module, load_trainer_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "studies" / "digits_mlp.py"

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from hpo_trainer import CheckpointError, ConfigError, DataError, Standardize, load_run
-from hpo_trainer.final import final_run
-from hpo_trainer.predict import predict_file
-from hpo_trainer.studyfile import load_trainer_from_file
+from hpo_trainer.apps.final import final_run
+from hpo_trainer.apps.predict import predict_file
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 
 STUDY = textwrap.dedent(
     """

@@ -18,7 +18,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from hpo_trainer.errors import NonFiniteError
+from hpo_trainer.base.errors import NonFiniteError
 from hpo_trainer.search.heartbeat import Requeue
 from hpo_trainer.search.pruning import FastReporter, PruningCallback
 from hpo_trainer.search.strategies import PRUNERS, SAMPLERS, make_pruner, make_sampler

@@ -9,9 +9,9 @@ from optuna.trial import TrialState
 from scenarios import check_resumed, kill_mid_trial_then_resume
 
 from hpo_trainer import ConfigError, StorageError
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search.config import canonical_options, make_config
 from hpo_trainer.search.processes import worker_env
-from hpo_trainer.studyfile import load_trainer_from_file
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"

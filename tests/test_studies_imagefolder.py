@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from torchvision import datasets, transforms
 
 from hpo_trainer import ConfigError, DataError
-from hpo_trainer.studyfile import load_module, load_trainer_from_file
+from hpo_trainer.facade.studyfile import load_module, load_trainer_from_file
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "digits_cnn_imagefolder.py"
 N_DIGITS = 1797

@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_trainer import ConfigError, Hyperparameters
+from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search.engine import search
-from hpo_trainer.studyfile import load_trainer_from_file
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hpo_trainer.base.errors import HpoTrainerError, Interrupted
 from hpo_trainer.cli.commands import COMMANDS
-from hpo_trainer.errors import HpoTrainerError, Interrupted
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.base.errors import ConfigError
 
 if TYPE_CHECKING:
     from hpo_trainer.search.early import EarlyWorkers
@@ -43,7 +43,7 @@ def _pick_study(storage: Any, name: str | None) -> str:
     ]
     if name is not None:
         if name not in names:
-            from hpo_trainer.errors import did_you_mean
+            from hpo_trainer.base.errors import did_you_mean
 
             raise ConfigError(
                 f"no study named {name!r} in this storage; it has: "
@@ -74,7 +74,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 # Start the workers before importing torch here: their start-up overlaps ours.
                 path = str(Path(args.study_file).resolve())
                 options = {**dict(args.options), "runs_dir": args.runs_dir, "quiet": True}
-                build = "hpo_trainer.studyfile:load_trainer_from_file"
+                build = "hpo_trainer.facade.studyfile:load_trainer_from_file"
                 with EarlyWorkers(build, (path,), options, args.workers) as early:
                     return _search(args, early)
             return _search(args, None)
@@ -83,7 +83,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
-    from hpo_trainer import studyfile
+    from hpo_trainer.facade import studyfile
     from hpo_trainer.search.config import canonical_options
     from hpo_trainer.search.engine import search
 
@@ -110,7 +110,7 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     known = (*keys, "epochs", "n_trials", "storage", "study_name", "n_workers")
     unknown = sorted(set(defaults) - set(known))
     if unknown:
-        from hpo_trainer.errors import did_you_mean
+        from hpo_trainer.base.errors import did_you_mean
 
         raise ConfigError(
             f"SEARCH in {args.study_file} has unknown option(s) {', '.join(unknown)}; "
@@ -252,7 +252,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo_trainer import export
+    from hpo_trainer.apps import export
     from hpo_trainer.search.storage import parse_url
 
     storage = _open(args)
@@ -274,8 +274,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hpo_trainer import export, studyfile
-    from hpo_trainer.final import final_run, record_monitor, trial_recipe
+    from hpo_trainer.apps import export
+    from hpo_trainer.apps.final import final_run, record_monitor, trial_recipe
+    from hpo_trainer.facade import studyfile
 
     record = export.read(args.params)
     recipe = trial_recipe(record)
@@ -337,7 +338,7 @@ def _ship(
     args: argparse.Namespace, trainer: Any, record: dict[str, Any], provenance: dict[str, Any]
 ) -> dict[str, Any]:
     """Ship the trial's own weights (``--from-trial``), refusing options it would ignore."""
-    from hpo_trainer.final import ship_trial
+    from hpo_trainer.apps.final import ship_trial
 
     given = [
         flag
@@ -363,7 +364,7 @@ def _ship(
 
 def _report_run(args: argparse.Namespace, summary: dict[str, Any], what: str) -> None:
     """Print what a run did, how its value compares with the trial's, and its folder."""
-    from hpo_trainer.final import compare
+    from hpo_trainer.apps.final import compare
 
     _say(args, f"{what}: {_metrics(summary)}")
     line = compare(summary)
@@ -447,7 +448,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo_trainer.report import write_report
+    from hpo_trainer.apps.report import write_report
     from hpo_trainer.search.storage import parse_url
 
     storage = _open(args)
@@ -461,7 +462,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hpo_trainer.predict import load_run, predict_file
+    from hpo_trainer.apps.predict import load_run, predict_file
 
     run = load_run(
         args.run_dir,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import (
+from hpo_trainer.base.errors import (
     ConfigError,
     HpoTrainerError,
     StorageError,

@@ -161,7 +161,7 @@ class EarlyWorkers:
 
     Args:
         build: What builds the task in each worker, as ``"module:function"`` (imported
-            there, not here), e.g. ``"hpo_trainer.studyfile:load_trainer_from_file"``.
+            there, not here), e.g. ``"hpo_trainer.facade.studyfile:load_trainer_from_file"``.
         args: Its positional arguments (e.g. the study file's path).
         kwargs: Its keyword arguments.
         n_workers: How many workers to start.

@@ -15,7 +15,7 @@ from typing import Any
 from filelock import FileLock
 from optuna.storages import BaseStorage
 
-from hpo_trainer.errors import StorageError
+from hpo_trainer.base.errors import StorageError
 from hpo_trainer.search.storage import mask_url, parse_url
 
 

@@ -13,7 +13,7 @@ import ast
 import sys
 from pathlib import Path
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.base.errors import ConfigError
 
 
 def _is_guard(node: ast.stmt) -> bool:

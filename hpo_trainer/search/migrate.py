@@ -6,7 +6,7 @@ import logging
 
 import optuna
 
-from hpo_trainer.errors import ConfigError, did_you_mean
+from hpo_trainer.base.errors import ConfigError, did_you_mean
 from hpo_trainer.search import artifacts
 from hpo_trainer.search.storage import mask_url, open_storage, same_storage
 

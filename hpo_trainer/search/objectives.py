@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from hpo_trainer.errors import did_you_mean
+from hpo_trainer.base.errors import did_you_mean
 from hpo_trainer.train.best import best_epoch
 from hpo_trainer.train.measure import forward_latency_ms, param_count
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hpo_trainer.errors import Interrupted
+from hpo_trainer.base.errors import Interrupted
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.early import (
     EarlyWorkers,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo_trainer.errors import NonFiniteError
+from hpo_trainer.base.errors import NonFiniteError
 from hpo_trainer.train.callback import Callback
 
 if TYPE_CHECKING:

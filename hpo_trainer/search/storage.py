@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
-from hpo_trainer.errors import StorageError
+from hpo_trainer.base.errors import StorageError
 from hpo_trainer.search import heartbeat
 from hpo_trainer.search.heartbeat import Requeue
 

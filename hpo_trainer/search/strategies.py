@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from hpo_trainer.errors import ConfigError, did_you_mean
+from hpo_trainer.base.errors import ConfigError, did_you_mean
 from hpo_trainer.space import Hyperparameters
 from hpo_trainer.space.dimensions import CategoricalDim, FloatDim, IntDim
 

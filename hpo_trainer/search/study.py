@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.base.errors import ConfigError
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.storage import open_storage

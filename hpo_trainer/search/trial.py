@@ -29,7 +29,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo_trainer.errors import CheckpointError, NonFiniteError
+from hpo_trainer.base.errors import CheckpointError, NonFiniteError
 from hpo_trainer.search import artifacts, facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
@@ -187,7 +187,7 @@ def decide(cfg: SearchConfig, ending: Ending) -> Outcome:
     """Return a trial's outcome: the one place that maps what happened to what is told.
 
     * an exception: ``optuna.TrialPruned`` prunes with its reason; a non-finite loss or
-      monitored metric (:class:`~hpo_trainer.errors.NonFiniteError`) prunes with
+      monitored metric (:class:`~hpo_trainer.base.errors.NonFiniteError`) prunes with
       ``non-finite <metric>: ...``; anything else fails with its message (out of memory:
       its first line; others: with the traceback);
     * a signal: failed without a ``failure`` (so not counted) and queued again;

@@ -13,8 +13,8 @@ from typing import Any
 
 import optuna
 
-from hpo_trainer.errors import ConfigError, HpoTrainerError, raise_all
-from hpo_trainer.params import group_params, read_file
+from hpo_trainer.base.errors import ConfigError, HpoTrainerError, raise_all
+from hpo_trainer.codec.params import group_params, read_file
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.locks import budget_lock

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo_trainer.errors import Interrupted
+from hpo_trainer.base.errors import Interrupted
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import HeartbeatWatch, beat

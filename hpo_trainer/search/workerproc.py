@@ -14,7 +14,7 @@ from collections.abc import Callable
 import optuna
 import torch
 
-from hpo_trainer.errors import HpoTrainerError, Interrupted
+from hpo_trainer.base.errors import HpoTrainerError, Interrupted
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.task import SearchTask
 from hpo_trainer.search.worker import run_worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hpo_trainer.errors import SpaceError
+from hpo_trainer.base.errors import SpaceError
 from hpo_trainer.space.dimensions import choice_label
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.errors import SpaceError
+from hpo_trainer.base.errors import SpaceError
 
 if TYPE_CHECKING:
     import optuna

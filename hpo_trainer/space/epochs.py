@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_trainer.errors import ConfigError, SpaceError
+from hpo_trainer.base.errors import ConfigError, SpaceError
 
 #: Each step of an expression applies one of these to the value so far and its operand.
 _OPS: dict[str, Callable[[Any, Any], Any]] = {

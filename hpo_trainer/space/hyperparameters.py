@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.errors import SpaceError, did_you_mean, raise_all
+from hpo_trainer.base.errors import SpaceError, did_you_mean, raise_all
 from hpo_trainer.space.conditions import parents_first, parse_when
 from hpo_trainer.space.dimensions import (
     CategoricalDim,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.base.errors import ConfigError
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import Callback
 

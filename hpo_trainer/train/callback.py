@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from hpo_trainer.errors import ConfigError
+from hpo_trainer.base.errors import ConfigError
 
 if TYPE_CHECKING:
     from hpo_trainer.train.state import FitState

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.errors import ConfigError, raise_all
+from hpo_trainer.base.errors import ConfigError, raise_all
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import Callback
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hpo_trainer.errors import CheckpointError
-from hpo_trainer.files import atomic_write
+from hpo_trainer.base.errors import CheckpointError
+from hpo_trainer.base.files import atomic_write
 from hpo_trainer.train.callback import callback_states
 
 if TYPE_CHECKING:

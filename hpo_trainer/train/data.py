@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from hpo_trainer.errors import DataError
+from hpo_trainer.base.errors import DataError
 
 Batch = Union[dict[str, Any], tuple[Any, ...]]
 Tensors = Union[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]

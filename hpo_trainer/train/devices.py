@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo_trainer.errors import ConfigError, did_you_mean, is_int
+from hpo_trainer.base.errors import ConfigError, did_you_mean, is_int
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.errors import ConfigError, NonFiniteLossError
+from hpo_trainer.base.errors import ConfigError, NonFiniteLossError
 from hpo_trainer.train.callback import Callback, in_call_order, load_callback_states
 from hpo_trainer.train.state import FitState
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.errors import ConfigError, is_int
+from hpo_trainer.base.errors import ConfigError, is_int
 
 
 class Standardize(nn.Module):

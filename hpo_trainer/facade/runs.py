@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import ConfigError, Interrupted
+from hpo_trainer.base.errors import ConfigError, Interrupted
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import Callback
 from hpo_trainer.train.callbacks import (

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.checks import label_of
-from hpo_trainer.errors import ConfigError, HpoTrainerError
+from hpo_trainer.base.errors import ConfigError, HpoTrainerError
+from hpo_trainer.facade.checks import label_of
 from hpo_trainer.space import CLASS
 from hpo_trainer.space.epochs import resolve_epochs
 from hpo_trainer.train import data

@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hpo_trainer import inputs
-from hpo_trainer.errors import CheckpointError, ConfigError, DataError
-from hpo_trainer.files import write_output
-from hpo_trainer.runfiles import read_summary
+from hpo_trainer.apps import inputs
+from hpo_trainer.base.errors import CheckpointError, ConfigError, DataError
+from hpo_trainer.base.files import write_output
+from hpo_trainer.facade.runfiles import read_summary
 from hpo_trainer.train.inputstats import far_from_training
 
 if TYPE_CHECKING:
-    from hpo_trainer.trainer import Trainer
+    from hpo_trainer.facade.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class LoadedRun:
     def eval_transform(self) -> Callable[[Any], Any]:
         """Return the transform for image files: the study file's, or a plain default."""
         if self.study_file is not None:
-            from hpo_trainer.studyfile import load_module
+            from hpo_trainer.facade.studyfile import load_module
 
             module = load_module(self.study_file)
             named = getattr(module, "EVAL_TRANSFORM", None)
@@ -265,7 +265,7 @@ def load_run(
             f"load_run takes the run folder's path, got {type(run_dir).__name__} {run_dir!r}; "
             "e.g. load_run('runs/digits_mlp-20261129-091738') or load_run(trainer.run_dir)"
         )
-    from hpo_trainer.trainer import Trainer
+    from hpo_trainer.facade.trainer import Trainer
 
     if trainer is not None and not isinstance(trainer, Trainer):
         raise ConfigError(
@@ -354,7 +354,7 @@ def _program_shape(program: Any) -> list[int] | None:
 
 def _trainer(run_dir: Path, study_file: str | None, options: dict[str, Any]) -> Trainer:
     """Build the trainer of the study file that made the run."""
-    from hpo_trainer.studyfile import load_trainer_from_file
+    from hpo_trainer.facade.studyfile import load_trainer_from_file
 
     if study_file is None:
         raise ConfigError(
@@ -424,7 +424,7 @@ def predict_file(
     """
     kind = inputs.output_kind(out)  # before any work: a bad --out fails at once
     if out is not None:
-        from hpo_trainer.files import check_output_path
+        from hpo_trainer.base.files import check_output_path
 
         check_output_path(out, "predictions.csv", reads=[source, *run.reads()])
     transform = run.eval_transform() if Path(source).is_dir() else None

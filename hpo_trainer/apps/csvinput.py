@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpo_trainer.errors import DataError
+from hpo_trainer.base.errors import DataError
 
 logger = logging.getLogger(__name__)
 

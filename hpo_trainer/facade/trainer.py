@@ -1,12 +1,12 @@
 """``Trainer``: the template's facade over the search space, the loop and the search.
 
 It holds what a user configures (datasets and run options here; classes, primed arguments
-and search spaces through the setters of :class:`~hpo_trainer.recipe.Recipe`) and hands the
-work to the layers below: :mod:`hpo_trainer.checks` validates,
-:mod:`hpo_trainer.params` decodes parameters, :mod:`hpo_trainer.build` builds each run,
-:mod:`hpo_trainer.runs` keeps run folders, :func:`hpo_trainer.train.loop.fit` trains and
-:func:`hpo_trainer.search.engine.search` searches. The last run built is kept apart from the
-configuration, in :attr:`Trainer.last_run`.
+and search spaces through the setters of :class:`~hpo_trainer.facade.recipe.Recipe`) and
+hands the work to the layers below: :mod:`hpo_trainer.facade.checks` validates,
+:mod:`hpo_trainer.codec.params` decodes parameters, :mod:`hpo_trainer.facade.build` builds
+each run, :mod:`hpo_trainer.facade.runs` keeps run folders, :func:`hpo_trainer.train.loop.fit`
+trains and :func:`hpo_trainer.search.engine.search` searches. The last run built is kept apart
+from the configuration, in :attr:`Trainer.last_run`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from hpo_trainer import checks, runfiles, runs
-from hpo_trainer.build import LastRun, build_run, build_target
-from hpo_trainer.errors import ConfigError, raise_all
-from hpo_trainer.params import encode_params, resolve_params
-from hpo_trainer.recipe import Recipe
+from hpo_trainer.base.errors import ConfigError, raise_all
+from hpo_trainer.codec.params import encode_params, resolve_params
+from hpo_trainer.facade import checks, runfiles, runs
+from hpo_trainer.facade.build import LastRun, build_run, build_target
+from hpo_trainer.facade.recipe import Recipe
 from hpo_trainer.search import facts
 from hpo_trainer.search.engine import search
 from hpo_trainer.train import checkpoint, data
@@ -239,7 +239,8 @@ class Trainer(Recipe, LastRun):
                 naming the target and the class (a trial keeps the original exception).
 
         Returns:
-            The run (see :func:`hpo_trainer.build.build_run`), also kept as :attr:`last_run`.
+            The run (see :func:`hpo_trainer.facade.build.build_run`), also kept as
+            :attr:`last_run`.
 
         Raises:
             ConfigError: If ``explain`` and building a target failed.

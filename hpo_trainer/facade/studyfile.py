@@ -19,8 +19,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from hpo_trainer.errors import ConfigError, HpoTrainerError
-from hpo_trainer.trainer import Trainer
+from hpo_trainer.base.errors import ConfigError, HpoTrainerError
+from hpo_trainer.facade.trainer import Trainer
 
 
 def load_module(path: str | Path) -> ModuleType:

@@ -13,8 +13,8 @@ from typing import Any
 
 import optuna
 
-from hpo_trainer.errors import ConfigError
-from hpo_trainer.files import check_output_path, write_output
+from hpo_trainer.base.errors import ConfigError
+from hpo_trainer.base.files import check_output_path, write_output
 from hpo_trainer.search import facts
 
 logger = logging.getLogger(__name__)

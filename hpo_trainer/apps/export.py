@@ -13,9 +13,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpo_trainer.errors import ConfigError
-from hpo_trainer.files import write_output
-from hpo_trainer.params import group_params, read_file
+from hpo_trainer.base.errors import ConfigError
+from hpo_trainer.base.files import write_output
+from hpo_trainer.codec.params import group_params, read_file
 from hpo_trainer.search import facts
 from hpo_trainer.search.storage import absolute_url, mask_url
 
@@ -140,7 +140,7 @@ def best_record(
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a params file (see :func:`hpo_trainer.params.read_file`, its one reader)."""
+    """Read a params file (see :func:`hpo_trainer.codec.params.read_file`, its one reader)."""
     return read_file(path)
 
 

@@ -2,8 +2,8 @@
 
 The classes of the model, criterion, optimizer and scheduler, their primed arguments, the
 search spaces and extra metrics. Each setter validates its input where it enters
-(:mod:`hpo_trainer.checks`); :meth:`Recipe.check` validates them together. Nothing here is
-built: :func:`hpo_trainer.build.build_run` builds a run from a recipe's parts, and
+(:mod:`hpo_trainer.facade.checks`); :meth:`Recipe.check` validates them together. Nothing here is
+built: :func:`hpo_trainer.facade.build.build_run` builds a run from a recipe's parts, and
 :class:`~hpo_trainer.Trainer` (a recipe) keeps the run it built apart from this.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer import checks
-from hpo_trainer.errors import ConfigError, did_you_mean, raise_all
+from hpo_trainer.base.errors import ConfigError, did_you_mean, raise_all
+from hpo_trainer.facade import checks
 from hpo_trainer.space import TARGETS, Hyperparameters
 from hpo_trainer.train.loop import MetricFn
 

@@ -2,7 +2,7 @@
 their signatures, primed arguments and search spaces, folder names and callbacks.
 
 Each check says what must hold, echoes the bad value and offers the fix; the ``*_problems``
-functions return every problem found, for one :func:`~hpo_trainer.errors.raise_all`.
+functions return every problem found, for one :func:`~hpo_trainer.base.errors.raise_all`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.errors import (
+from hpo_trainer.base.errors import (
     ConfigError,
     DataError,
     HpoTrainerError,
@@ -48,7 +48,7 @@ def is_positive_number(value: Any) -> bool:
 
 
 def seed_problem(seed: Any) -> str | None:
-    """Say why ``seed`` is neither a seed (:func:`~hpo_trainer.errors.is_seed`) nor ``None``.
+    """Say why ``seed`` is neither a seed (:func:`~hpo_trainer.base.errors.is_seed`) nor ``None``.
 
     The trainer's seed and a run's share this rule, so any seed a run records can be
     given again to repeat it.

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpo_trainer.errors import ConfigError, HpoTrainerError, raise_all
+from hpo_trainer.base.errors import ConfigError, HpoTrainerError, raise_all
 from hpo_trainer.space import TARGETS, Hyperparameters
 
 

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hpo_trainer.errors import ConfigError, is_int
-from hpo_trainer.files import atomic_write
+from hpo_trainer.base.errors import ConfigError, is_int
+from hpo_trainer.base.files import atomic_write
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.data import input_batches, make_batches, split_xy
 from hpo_trainer.train.inputstats import MAX_EXAMPLES, describe
 
 if TYPE_CHECKING:
+    from hpo_trainer.facade.trainer import Trainer
     from hpo_trainer.train.state import Run
-    from hpo_trainer.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

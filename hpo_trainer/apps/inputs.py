@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo_trainer.csvinput import read_csv
-from hpo_trainer.errors import ConfigError, DataError
+from hpo_trainer.apps.csvinput import read_csv
+from hpo_trainer.base.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

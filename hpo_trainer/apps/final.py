@@ -16,15 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer import runfiles, runs
-from hpo_trainer.checks import is_int
-from hpo_trainer.errors import CheckpointError, ConfigError, raise_all
+from hpo_trainer.base.errors import CheckpointError, ConfigError, raise_all
+from hpo_trainer.facade import runfiles, runs
+from hpo_trainer.facade.checks import is_int
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.devices import torch_threads
 from hpo_trainer.train.loop import evaluate
 
 if TYPE_CHECKING:
-    from hpo_trainer.trainer import Trainer
+    from hpo_trainer.facade.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def final_run(
 
     Returns:
         The summary, also written as ``summary.json`` in the run folder (see
-        :mod:`hpo_trainer.runfiles`).
+        :mod:`hpo_trainer.facade.runfiles`).
 
     Raises:
         ConfigError: If the configuration, ``params`` or an argument is not valid.
