@@ -188,7 +188,7 @@ def timed_search(
     if outcome.problem:
         print(f"  warning: {outcome.problem}")
     trials = outcome.study.get_trials(deepcopy=False)
-    return summarise(trials, began, wall, outcome.config.n_workers), outcome
+    return summarise(trials, began, wall, outcome.config.placement.n_workers), outcome
 
 
 def dispose(storage: Any) -> None:
@@ -199,7 +199,7 @@ def dispose(storage: Any) -> None:
 
 def read_trials(url: str, name: str) -> list[FrozenTrial]:
     """Every trial of study ``name`` at ``url``."""
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     finally:
@@ -208,7 +208,7 @@ def read_trials(url: str, name: str) -> list[FrozenTrial]:
 
 def delete_study(url: str, name: str) -> None:
     """Delete study ``name`` (best effort: the names are unique anyway)."""
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url)
     with contextlib.suppress(Exception):
         optuna.delete_study(study_name=name, storage=storage)
     dispose(storage)

@@ -55,7 +55,7 @@ def usable(args: argparse.Namespace, kinds: tuple[str, ...]) -> list[str]:
     problem = "--pg-url none"
     if args.pg_url:
         try:
-            sh.dispose(sh.open_storage(args.pg_url, heartbeat_interval=None))
+            sh.dispose(sh.open_storage(args.pg_url))
             return list(kinds)
         except Exception as exc:  # any driver or connection problem: skip PostgreSQL
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -216,15 +216,15 @@ def fill(kind: str, size: int, trainer: Any, tmp: Path, pg_url: str | None) -> F
     probe = optuna.create_study().ask()  # the space's Optuna distributions
     for space in trainer.spaces.values():
         space.suggest(probe)
-    folder = Path(cfg.runs_dir) / name
+    folder = Path(cfg.durability.runs_dir) / name
     template = sh.finished_trials(probe.distributions, 100, EPOCHS, folder, size)
     sh.fill_study(create_study(cfg), url, template, size)
-    storage = sh.open_storage(url, heartbeat_interval=None)
+    storage = sh.open_storage(url)
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     for t in trials:
         trial_dir(cfg, t.number).mkdir(parents=True, exist_ok=True)
-    for t in sorted(trials, key=lambda t: t.value)[: cfg.keep_checkpoints]:
+    for t in sorted(trials, key=lambda t: t.value)[: cfg.durability.keep_checkpoints]:
         checkpoint.save({"w": torch.zeros(4)}, trial_dir(cfg, t.number) / "last.pt")
     return Filled(cfg, clock_sampler(sampler), storage, study, time.perf_counter() - started)
 
@@ -277,7 +277,7 @@ def overhead_of(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[list[li
         for f in studies.values():
             sh.dispose(f.storage)
             if kind == "postgresql":
-                sh.delete_study(f.cfg.storage, f.cfg.study_name)
+                sh.delete_study(f.cfg.identity.storage, f.cfg.identity.study_name)
     cycle = {n: 1e3 * sh.median(c for cs, _ in got[n] for c in cs) for n in got}
     tpe = {n: 1e3 * sh.median(s for _, s in got[n]) for n in got}
     ms = {n: cycle[n] - 1e3 * sh.median(local) for n in got}

@@ -142,7 +142,7 @@ def pg_url():
     def probe(url):
         from hpo_trainer.search.storage import open_storage
 
-        open_storage(url, heartbeat_interval=None)
+        open_storage(url)
 
     return _service(
         "HPO_TRAINER_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test", probe

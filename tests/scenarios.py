@@ -21,7 +21,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def _open(url: str) -> optuna.storages.BaseStorage:
     """Open any storage URL the product takes (``journal:``, ``redis://`` too), as status does."""
-    return open_storage(url, heartbeat_interval=None)
+    return open_storage(url)
 
 
 def search_code(url: str, runs_dir: Path, study_name: str, *, trials: int = 2) -> str:

@@ -59,7 +59,7 @@ def _finish(study: optuna.Study, cfg: SearchConfig, state: TrialState, value: fl
 
 
 def _store_files(cfg: SearchConfig) -> dict[str, bytes]:
-    folder = artifacts.store_dir(cfg.storage, cfg.runs_dir)
+    folder = artifacts.store_dir(cfg.identity.storage, cfg.durability.runs_dir)
     return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
 
 
@@ -84,7 +84,7 @@ def test_the_best_trial_carries_its_checkpoint_and_a_freed_one_loses_it(study_cf
 
 def test_a_failing_store_warns_and_the_clean_up_goes_on(study_cfg, caplog):
     study, cfg = study_cfg
-    artifacts.store_dir(cfg.storage, cfg.runs_dir).write_text("a file where the store goes")
+    artifacts.store_dir(cfg.identity.storage, cfg.durability.runs_dir).write_text("a file where the store goes")
     _finish(study, cfg, TrialState.COMPLETE, 0.5)
     with caplog.at_level(logging.WARNING, logger="hpo_trainer.search.artifacts"):
         _finish(study, cfg, TrialState.COMPLETE, 0.1)
@@ -115,7 +115,7 @@ def test_migrate_points_copied_checkpoint_artifacts_at_the_targets_trials(study_
     other = optuna.create_study(storage=target, study_name="other")  # target ids are shifted
     for _ in range(3):
         other.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0))
-    migrate(cfg.storage, target, study_name="art")
+    migrate(cfg.identity.storage, target, study_name="art")
     copy = optuna.load_study(study_name="art", storage=target)
     moved = artifacts.trial_artifacts(copy)
     assert list(moved) == [copy.trials[1]._trial_id] != [best._trial_id]

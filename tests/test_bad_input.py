@@ -718,7 +718,7 @@ def test_bad_storage_url(url, match):
 )
 def test_unreachable_server_is_named_and_the_password_masked(url):
     with pytest.raises(StorageError, match="cannot open the storage .*server is running") as err:
-        open_storage(url, heartbeat_interval=None)
+        open_storage(url)
     assert SECRET not in str(err.value) and "***" in str(err.value)
 
 
@@ -732,7 +732,7 @@ def test_missing_database_driver_says_what_to_install(url):
     if installed(driver):
         pytest.skip(f"{driver} is installed here")
     with pytest.raises(StorageError, match=rf"is not installed \({driver}\).*pip install") as err:
-        open_storage(url, heartbeat_interval=None)
+        open_storage(url)
     assert "server is running" not in str(err.value)
     assert SECRET not in str(err.value)
 
@@ -763,7 +763,7 @@ def test_storage_path_that_is_not_a_storage(tmp_path, monkeypatch, url, match):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "garbage.db").write_bytes(b"garbage" * 100)
     with pytest.raises(StorageError, match=match):
-        open_storage(url.format(tmp=tmp_path), heartbeat_interval=None)
+        open_storage(url.format(tmp=tmp_path))
 
 
 @pytest.mark.parametrize(

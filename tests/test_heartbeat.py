@@ -114,7 +114,7 @@ class Clock:
 def _study(tmp_path, kind: str, name: str = "beats"):
     """A study on a journal file or a SQLite file, opened as a worker opens it."""
     url = f"journal:{tmp_path}/study.log" if kind == "journal" else f"sqlite:///{tmp_path}/s.db"
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url)
     return optuna.create_study(study_name=name, storage=storage), storage
 
 
@@ -230,7 +230,7 @@ def test_two_workers_that_find_the_same_dead_trial_queue_it_once(tmp_path):
     """Two processes' views of one journal file: the second to fail the trial backs off."""
     study, storage = _study(tmp_path, "journal")
     _start(study, storage)
-    other_storage = open_storage(f"journal:{tmp_path}/study.log", heartbeat_interval=None)
+    other_storage = open_storage(f"journal:{tmp_path}/study.log")
     other = optuna.load_study(study_name="beats", storage=other_storage)
     clock = Clock()
     mine = HeartbeatWatch(storage, 2, clock=clock)

@@ -256,7 +256,7 @@ def _status(url: str, *extra: str, capsys) -> str:
 
 def test_a_trial_stopped_by_ctrl_c_and_completed_on_retry_is_not_a_failure(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/studies.db"
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url)
     study = optuna.create_study(study_name="stopped", storage=storage)
     _stopped_by_ctrl_c(study)
     _retry_completes(study, 0.25)
@@ -273,7 +273,7 @@ def test_a_trial_stopped_by_ctrl_c_and_completed_on_retry_is_not_a_failure(tmp_p
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the worker beats, not optimize
 def test_status_and_progress_count_only_trials_that_failed_by_themselves(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/studies.db"
-    storage = open_storage(url, heartbeat_interval=1, grace_period=1)
+    storage = open_storage(url)
     study = optuna.create_study(study_name="mixed", storage=storage)
     _stopped_by_ctrl_c(study)  # trial 0, re-queued as trial 1
     _retry_completes(study, 0.5)

@@ -114,9 +114,9 @@ def test_an_idle_worker_backs_off_and_fails_a_trial_only_when_its_heartbeat_stop
         grace_period=2,
     )
     create_study(cfg)
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url)
     other = optuna.load_study(study_name="idle", storage=storage).ask()
-    beat(storage, other._trial_id, cfg.grace_period)
+    beat(storage, other._trial_id, cfg.durability.grace_period)
     alive_until: list[float] = []
 
     def other_worker() -> None:

@@ -243,7 +243,7 @@ def test_a_failed_advisory_lock_closes_its_database_session(pg_url):
     from sqlalchemy import create_engine, event, text
 
     study = f"lock-{uuid.uuid4().hex[:8]}"
-    storage = open_storage(pg_url, heartbeat_interval=None)
+    storage = open_storage(pg_url)
     engine = storage.engine
 
     @event.listens_for(engine, "connect")
@@ -291,9 +291,9 @@ def test_gpu_ids_are_taken_as_a_list_or_as_the_command_line_writes_them(devices)
 
 def test_a_search_on_gpu_ids_gives_each_worker_its_slot(make_trainer):
     cfg = make_config(make_trainer(), epochs=1, n_trials=2, devices=0, workers_per_device=2)
-    assert cfg.n_workers == 2
+    assert cfg.placement.n_workers == 2
     if not torch.cuda.is_available():  # where there are GPUs, ids name the visible ones
-        assert cfg.slots == ("0", "0")
+        assert cfg.placement.slots == ("0", "0")
 
 
 @pytest.mark.parametrize(

@@ -239,7 +239,7 @@ def test_a_recreated_study_never_resumes_an_old_studys_checkpoints(make_trainer,
 def test_trials_and_workers_are_other_names_of_n_trials_and_n_workers(make_trainer):
     tr = make_trainer()
     cfg = make_config(tr, epochs=2, trials=7, workers=3)
-    assert (cfg.n_trials, cfg.n_workers) == (7, 3)
+    assert (cfg.budget.n_trials, cfg.placement.n_workers) == (7, 3)
     same = make_config(tr, epochs=2, n_trials=7, trials=7, n_workers=3, workers=3)
     assert (same.n_trials, same.n_workers) == (7, 3)
     assert make_config(tr, epochs=2, n_trials=7).n_workers == 1

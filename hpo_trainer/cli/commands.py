@@ -32,7 +32,7 @@ def _open(args: argparse.Namespace) -> Any:
     """Open the storage for reading, failing if it does not exist yet."""
     from hpo_trainer.search.storage import open_storage
 
-    return open_storage(_storage_url(args), heartbeat_interval=None, must_exist=True)
+    return open_storage(_storage_url(args), must_exist=True)
 
 
 def _pick_study(storage: Any, name: str | None) -> str:
@@ -126,14 +126,14 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     def announce(cfg: Any) -> None:
         _say(
             args,
-            f"study {cfg.study_name!r}: {cfg.n_trials} trials of up to {cfg.epochs} epochs, "
-            f"{cfg.n_workers} worker(s), storage {_masked(cfg.storage)}",
+            f"study {cfg.identity.study_name!r}: {cfg.budget.n_trials} trials of up to {cfg.budget.epochs} epochs, "
+            f"{cfg.placement.n_workers} worker(s), storage {_masked(cfg.identity.storage)}",
         )
 
     with _live(args, sys.stderr.isatty()) as show:
         outcome = search(trainer, progress=show, on_start=announce, early=early, **options)
     cfg = outcome.config
-    _print_status(args, _open_url(cfg.storage), cfg.study_name, as_json=False)
+    _print_status(args, _open_url(cfg.identity.storage), cfg.identity.study_name, as_json=False)
     if outcome.problem is not None:
         print(f"error: {outcome.problem}", file=sys.stderr)
         return 1
@@ -167,7 +167,7 @@ def _live(args: argparse.Namespace, tty: bool) -> Iterator[Callable[[Any], None]
 def _open_url(url: str) -> Any:
     from hpo_trainer.search.storage import open_storage
 
-    return open_storage(url, heartbeat_interval=None)
+    return open_storage(url)
 
 
 def _masked(url: str) -> str:

@@ -39,7 +39,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from hpo_trainer.search import facts
+from hpo_trainer.search import facts, optuna_api
 from hpo_trainer.search.storage import mask_url, open_storage, parse_url
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def attach_checkpoint(
             **_MARK,
         }
         key = f"{TRIAL_PREFIX}{trial_id}:{artifact_id}"
-        study._storage.set_study_system_attr(study._study_id, key, json.dumps(meta))
+        optuna_api.set_study_record(study, key, meta)
     except Exception as exc:
         logger.warning(
             "trial %d: its checkpoint %s was not attached as an artifact in %s (%s); the "
@@ -128,7 +128,7 @@ def attach_checkpoint(
 def trial_artifacts(study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
     """Return the live checkpoint artifacts this module attached, by trial id."""
     found: dict[int, list[dict[str, Any]]] = {}
-    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+    for key, value in optuna_api.study_records(study).items():
         meta = _ours(key, value)
         if meta is not None:
             trial_id = int(key[len(TRIAL_PREFIX) :].partition(":")[0])
@@ -156,7 +156,7 @@ def detach_checkpoints(
     """
     if not numbers:
         return 0
-    root = {t._trial_id: facts.first_attempt(t) for t in trials}
+    root = {optuna_api.trial_id(t): facts.first_attempt(t) for t in trials}
     store = FileSystemArtifactStore(folder)
     removed = 0
     try:
@@ -166,7 +166,7 @@ def detach_checkpoints(
             for meta in metas:
                 _remove_file(store, meta["artifact_id"])
                 key = f"{TRIAL_PREFIX}{trial_id}:{meta['artifact_id']}"
-                study._storage.set_study_system_attr(study._study_id, key, json.dumps(None))
+                optuna_api.set_study_record(study, key, None)
                 removed += 1
     except Exception as exc:
         logger.warning("checkpoint artifacts in %s were not all removed (%s)", folder, exc)
@@ -186,8 +186,8 @@ def renumber(source: optuna.Study, target: optuna.Study) -> int:
         How many records were moved.
 
     """
-    numbers = {t._trial_id: t.number for t in source.get_trials(deepcopy=False)}
-    ids = {t.number: t._trial_id for t in target.get_trials(deepcopy=False)}
+    numbers = {optuna_api.trial_id(t): t.number for t in source.get_trials(deepcopy=False)}
+    ids = {t.number: optuna_api.trial_id(t) for t in target.get_trials(deepcopy=False)}
     moved = 0
     for old_id, metas in trial_artifacts(target).items():
         new_id = ids.get(numbers.get(old_id, -1))
@@ -195,10 +195,10 @@ def renumber(source: optuna.Study, target: optuna.Study) -> int:
             continue
         for meta in metas:
             old_key = f"{TRIAL_PREFIX}{old_id}:{meta['artifact_id']}"
-            target._storage.set_study_system_attr(target._study_id, old_key, json.dumps(None))
+            optuna_api.set_study_record(target, old_key, None)
             if new_id is not None:
                 new_key = f"{TRIAL_PREFIX}{new_id}:{meta['artifact_id']}"
-                target._storage.set_study_system_attr(target._study_id, new_key, json.dumps(meta))
+                optuna_api.set_study_record(target, new_key, meta)
                 moved += 1
     return moved
 
@@ -224,7 +224,7 @@ def attach_run(
     """
     ids = []
     try:
-        storage = open_storage(storage_url, heartbeat_interval=None, must_exist=True)
+        storage = open_storage(storage_url, must_exist=True)
         study = optuna.load_study(study_name=study_name, storage=storage)
         store = open_store(store_dir(storage_url, runs_dir))
         for path in map(Path, files):

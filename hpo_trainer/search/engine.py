@@ -107,30 +107,30 @@ def search(
     known = warm_start_params(task, cfg)  # checked before the study is touched
     study = create_study(cfg)
     enqueue_known(study, cfg, known)
-    if cfg.objectives and cfg.prune_on is None:
+    if cfg.goal.objectives and cfg.goal.prune_on is None:
         logger.warning(
             "Optuna cannot prune a study with %d objectives: every trial trains all %d "
             "epochs. To prune on one objective alone, give prune_on (--prune-on) one of %s",
-            len(cfg.objectives),
-            cfg.epochs,
-            ", ".join(n for n, _ in cfg.objectives if n not in MODEL_MEASURES),
+            len(cfg.goal.objectives),
+            cfg.budget.epochs,
+            ", ".join(n for n, _ in cfg.goal.objectives if n not in MODEL_MEASURES),
         )
-    file = StorageFile(cfg.storage)
+    file = StorageFile(cfg.identity.storage)
     if on_start is not None:
         on_start(cfg)
     started = time.monotonic()
     interrupt.clear()
     codes: list[int] = []
-    monitor = Monitor(study, cfg.n_trials, progress) if progress else contextlib.nullcontext()
+    monitor = Monitor(study, cfg.budget.n_trials, progress) if progress else contextlib.nullcontext()
     with monitor:
-        if cfg.in_process:
+        if cfg.placement.in_process:
             if early is not None:
                 early.cancel()
             run_worker(task, cfg)
         else:
             codes = run_workers(task, cfg, early)
     file.check()  # loading a lost file's study would create an empty one in its place
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage_of(cfg))
+    study = optuna.load_study(study_name=cfg.identity.study_name, storage=storage_of(cfg))
     return _outcome(study, cfg, codes, time.monotonic() - started)
 
 
@@ -154,21 +154,21 @@ def _outcome(
     dead = tuple((i, c) for i, c in enumerate(codes) if c != 0)
     died = "; ".join(f"worker {i} {_describe_exit(c)}" for i, c in dead)
     result = {"study": study, "config": cfg, "finished": done, "dead_workers": dead}
-    if done >= cfg.n_trials:
+    if done >= cfg.budget.n_trials:
         if dead:
             logger.warning("%s; the other workers finished the budget", died)
         return SearchOutcome(stopped_by="budget", **result)
-    short = f"the search stopped short of its budget ({done}/{cfg.n_trials} trials finished)"
+    short = f"the search stopped short of its budget ({done}/{cfg.budget.n_trials} trials finished)"
     failed = facts.failures(trials)
-    if len(failed) >= cfg.max_failures:
+    if len(failed) >= cfg.budget.max_failures:
         last = failed[-1]
         return SearchOutcome(
             stopped_by="failures",
             problem=(
-                f"{short}: {len(failed)} trials failed (max_failures={cfg.max_failures}). "
+                f"{short}: {len(failed)} trials failed (max_failures={cfg.budget.max_failures}). "
                 f"The last, trial {last.number}: {last.user_attrs['failure']}. Each failed "
                 "trial's traceback is in its 'traceback' attribute (`hpo-trainer status "
-                f"--study-name {cfg.study_name} --json`, or the dashboard); fix the cause "
+                f"--study-name {cfg.identity.study_name} --json`, or the dashboard); fix the cause "
                 "and run the search again to continue the study"
             ),
             **result,
@@ -182,7 +182,7 @@ def _outcome(
             ),
             **result,
         )
-    if cfg.timeout is not None and elapsed >= cfg.timeout:
+    if cfg.budget.timeout is not None and elapsed >= cfg.budget.timeout:
         return SearchOutcome(stopped_by="timeout", **result)
     return SearchOutcome(
         stopped_by="unknown",

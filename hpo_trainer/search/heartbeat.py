@@ -39,6 +39,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo_trainer.search import optuna_api
+
 logger = logging.getLogger(__name__)
 
 #: Seconds between a running trial's heartbeats.
@@ -181,9 +183,9 @@ class HeartbeatWatch:
             if trial.state != TrialState.RUNNING:
                 continue
             count = trial.system_attrs.get(BEAT_KEY)
-            last = self._seen.get(trial._trial_id)
+            last = self._seen.get(optuna_api.trial_id(trial))
             since = last[1] if last is not None and last[0] == count else ended
-            seen[trial._trial_id] = (count, since)
+            seen[optuna_api.trial_id(trial)] = (count, since)
             grace = self._grace_of(trial)
             if started - since > grace:
                 dead.append((trial, started - since, grace))

@@ -35,7 +35,7 @@ def migrate(
             storage (checked before anything is deleted).
 
     """
-    src = open_storage(source, heartbeat_interval=None, must_exist=True)
+    src = open_storage(source, must_exist=True)
     available = [s.study_name for s in optuna.get_all_study_summaries(src, False)]
     if not available:
         raise ConfigError(f"{mask_url(source)} holds no study; nothing to copy")
@@ -45,7 +45,7 @@ def migrate(
             f"{', '.join(available) or 'no studies'}." + did_you_mean(study_name, available)
         )
     names = [study_name] if study_name is not None else available
-    dst = open_storage(target, heartbeat_interval=None)
+    dst = open_storage(target)
     existing = {s.study_name for s in optuna.get_all_study_summaries(dst, False)}
     clash = [n for n in names if n in existing]
     if clash and not overwrite:

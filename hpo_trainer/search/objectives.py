@@ -193,7 +193,7 @@ def first_history(objectives: Sequence[Objective]) -> Objective:
 
 def chosen_by(cfg: SearchConfig) -> Objective:
     """Return the metric and direction that choose a trial's best epoch in search ``cfg``."""
-    return first_history(cfg.objectives) if cfg.objectives else (cfg.metric, cfg.direction)
+    return first_history(cfg.goal.objectives) if cfg.goal.objectives else (cfg.goal.metric, cfg.goal.direction)
 
 
 def trial_values(task: SearchTask, run: Run, cfg: SearchConfig) -> tuple[float | list[float], int]:
@@ -215,10 +215,10 @@ def trial_values(task: SearchTask, run: Run, cfg: SearchConfig) -> tuple[float |
     metric, way = chosen_by(cfg)
     epoch = best_epoch(history[metric], way) or 0
     at = (epoch or len(history[metric])) - 1
-    if not cfg.objectives:
+    if not cfg.goal.objectives:
         return float(history[metric][at]), epoch
     values = []
-    for name, _ in cfg.objectives:
+    for name, _ in cfg.goal.objectives:
         if name == "model/params":
             values.append(float(param_count(run.state.model)))
         elif name == "model/latency_ms":

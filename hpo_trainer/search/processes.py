@@ -125,7 +125,7 @@ def _start(
     neither change outlives the start.
     """
     proc = ctx.Process(target=worker_main, args=(factory, cfg, worker), name=f"worker-{worker}")
-    with scoped_environ(worker_env(worker, cfg.n_workers, devices)), sigint_ignored():
+    with scoped_environ(worker_env(worker, cfg.placement.n_workers, devices)), sigint_ignored():
         proc.start()
     return proc
 
@@ -133,7 +133,7 @@ def _start(
 def run_workers(
     task: SearchTask, cfg: SearchConfig, early: EarlyWorkers | None = None
 ) -> list[int]:
-    """Start ``cfg.n_workers`` spawned worker processes on the study and wait for them.
+    """Start ``cfg.placement.n_workers`` spawned worker processes on the study and wait for them.
 
     Workers started ``early`` are handed the configuration instead when they fit it (as
     many, no GPU); otherwise they are cancelled and new ones spawned.
@@ -153,10 +153,10 @@ def run_workers(
 
     """
     factory = task.worker_factory()
-    n_workers = cfg.n_workers
+    n_workers = cfg.placement.n_workers
     if len(early.procs if early is not None else ()) < n_workers:  # some will be spawned now
         check_main_guard(n_workers)
-    devices = list(cfg.slots) if cfg.slots is not None else None
+    devices = list(cfg.placement.slots) if cfg.placement.slots is not None else None
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
     received: list[int] = []

@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo_trainer.base.errors import NonFiniteError
+from hpo_trainer.search import optuna_api
 from hpo_trainer.train.callback import Callback
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class FastReporter:
         self._fast = _reads_only_completed(self._pruner)
         self._never = isinstance(self._pruner, optuna.pruners.NopPruner)
         self._view = _StudyView(study, ttl, direction if self._multi else None)
-        base = study._storage.get_trial(trial._trial_id)
+        base = optuna_api.stored_trial(study, trial)
         self._base = base
         # A retry starts with its first attempt's values (inherited by Optuna's retry).
         self._values: dict[int, float] = dict(base.intermediate_values)
@@ -112,9 +113,7 @@ class FastReporter:
         if not self._multi:
             self._trial.report(value, step)
         elif step not in self._values:  # what Trial.report does, which refuses several objectives
-            self._study._storage.set_trial_intermediate_value(
-                self._trial._trial_id, step, float(value)
-            )
+            optuna_api.report_value(self._study, self._trial, step, value)
         self._values.setdefault(step, float(value))
 
     def should_prune(self) -> bool:
@@ -123,7 +122,7 @@ class FastReporter:
             return False
         if not self._fast:
             if self._multi:  # Trial.should_prune refuses several objectives
-                latest = self._study._storage.get_trial(self._trial._trial_id)
+                latest = optuna_api.stored_trial(self._study, self._trial)
                 return self._pruner.prune(self._view, latest)  # type: ignore[arg-type]
             return self._trial.should_prune()
         b = self._base
@@ -138,7 +137,7 @@ class FastReporter:
             user_attrs={},
             system_attrs=b.system_attrs,
             intermediate_values=self._values,
-            trial_id=b._trial_id,
+            trial_id=optuna_api.trial_id(b),
         )
         return self._pruner.prune(self._view, frozen)  # type: ignore[arg-type]
 

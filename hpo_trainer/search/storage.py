@@ -18,17 +18,13 @@ import logging
 import os
 import re
 import sqlite3
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
 from hpo_trainer.base.errors import StorageError
-from hpo_trainer.search import heartbeat
-from hpo_trainer.search.heartbeat import Requeue
 
 logger = logging.getLogger(__name__)
 
@@ -208,23 +204,16 @@ def _tune_sqlite(storage: RDBStorage) -> None:
     engine.dispose()  # connections made while Optuna set up its tables lack the settings
 
 
-def open_storage(
-    url: str,
-    *,
-    heartbeat_interval: int | None = heartbeat.INTERVAL,
-    grace_period: int | None = heartbeat.INTERVAL * heartbeat.GRACE_BEATS,
-    max_retry: int = heartbeat.MAX_RETRY,
-    must_exist: bool = False,
-) -> BaseStorage:
+def open_storage(url: str, *, must_exist: bool = False) -> BaseStorage:
     """Open the Optuna storage named by ``url``.
+
+    Dead workers' trials are found by our own heartbeat on every storage
+    (:mod:`hpo_trainer.search.heartbeat`), so no storage is opened with Optuna's.
 
     Args:
         url: A storage URL (see the module docs).
         must_exist: Refuse a SQLite or journal file that does not exist yet, instead of
             creating it (for commands that only read a study).
-        heartbeat_interval: Seconds between a running trial's heartbeats (databases only).
-        grace_period: Seconds without a heartbeat after which a trial is failed.
-        max_retry: How often a failed-by-heartbeat trial is re-queued with its params.
 
     Returns:
         The storage.
@@ -243,12 +232,7 @@ def open_storage(
         _prepare_file(spec)
     if spec.kind in ("journal", "redis"):
         return _open_journal(spec)
-    return _open_rdb(
-        spec,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        retry=Requeue(max_retry=max_retry) if heartbeat_interval else None,
-    )
+    return _open_rdb(spec)
 
 
 def _open_journal(spec: StorageSpec) -> BaseStorage:
@@ -287,13 +271,7 @@ def _set_wal(path: Path) -> None:
         ) from None
 
 
-def _open_rdb(
-    spec: StorageSpec,
-    *,
-    heartbeat_interval: int | None,
-    grace_period: int | None,
-    retry: Requeue | None,
-) -> RDBStorage:
+def _open_rdb(spec: StorageSpec) -> RDBStorage:
     """Open a database storage (SQLite, PostgreSQL, ...) through SQLAlchemy."""
     engine_kwargs: dict[str, Any] = {}
     if spec.kind == "sqlite" and spec.path is not None:
@@ -302,15 +280,7 @@ def _open_rdb(
     else:
         engine_kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                spec.url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=retry,
-            )
+        storage = RDBStorage(spec.url, engine_kwargs=engine_kwargs)
     except ImportError as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
         missing = getattr(cause, "name", None) or str(cause)

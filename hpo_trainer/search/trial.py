@@ -30,7 +30,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpo_trainer.base.errors import CheckpointError, NonFiniteError
-from hpo_trainer.search import artifacts, facts
+from hpo_trainer.search import artifacts, facts, optuna_api
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import Heartbeat, Requeue, root_number
 from hpo_trainer.search.objectives import chosen_by, trial_values
@@ -50,7 +50,7 @@ _REMOVED: dict[tuple[str, str, str], set[int]] = {}
 
 def trial_dir(cfg: SearchConfig, number: int) -> Path:
     """Return the folder of trial ``number``: checkpoint and TensorBoard run."""
-    return Path(cfg.runs_dir) / cfg.study_name / f"trial-{number}"
+    return Path(cfg.durability.runs_dir) / cfg.identity.study_name / f"trial-{number}"
 
 
 def run_trial(
@@ -67,7 +67,9 @@ def run_trial(
         The trial's final state and the epochs trained in this attempt.
 
     """
-    with Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_interval):
+    with Heartbeat(
+        optuna_api.storage_of(study), optuna_api.trial_id(trial), cfg.durability.heartbeat_interval
+    ):
         return _run_trial(task, study, trial, cfg, worker=worker)
 
 
@@ -92,7 +94,7 @@ def _train(
     """Fit ``run`` with the trial's callbacks: pruning, per-epoch checkpoint, TensorBoard.
 
     Returns:
-        Why the trial's time limit (``cfg.trial_timeout``) stopped it, or ``None``.
+        Why the trial's time limit (``cfg.budget.trial_timeout``) stopped it, or ``None``.
 
     """
     board = TensorBoardCallback(folder, hparams=hparams)
@@ -102,16 +104,16 @@ def _train(
     # retry then starts over).
     saver = CheckpointCallback(folder, every=1, filename="last.pt", durable=False, background=True)
     limit = None
-    if cfg.trial_timeout is not None:  # counted from the trial's start, building included
-        limit = TimeLimit(cfg.trial_timeout, started=started)
+    if cfg.budget.trial_timeout is not None:  # counted from the trial's start, building included
+        limit = TimeLimit(cfg.budget.trial_timeout, started=started)
     metric, way = chosen_by(cfg)
     callbacks = [
         *([limit] if limit is not None else []),
         # The best epoch's weights ride in the checkpoint: `train --from-trial` ships them.
         KeepBest(metric, mode=way),
         PruningCallback(
-            FastReporter(study, trial, direction=cfg.direction if cfg.objectives else None),
-            cfg.metric,
+            FastReporter(study, trial, direction=cfg.goal.direction if cfg.goal.objectives else None),
+            cfg.goal.metric,
         ),
         saver,
         board,
@@ -233,7 +235,7 @@ def _non_finite(cfg: SearchConfig, value: float | list[float] | None) -> str:
     """Name the non-finite values of a trial (``val/acc=nan``), or return ``""``."""
     if value is None:
         return "no value"
-    names = [n for n, _ in cfg.objectives] if isinstance(value, list) else [cfg.metric]
+    names = [n for n, _ in cfg.goal.objectives] if isinstance(value, list) else [cfg.goal.metric]
     values = value if isinstance(value, list) else [value]
     return ", ".join(f"{n}={v}" for n, v in zip(names, values) if not math.isfinite(v))
 
@@ -247,19 +249,19 @@ def _run_trial(
     worker: int,
 ) -> tuple[TrialState, int]:
     started = time.perf_counter()
-    root = root_number(study._storage.get_trial(trial._trial_id))
+    root = root_number(optuna_api.stored_trial(study, trial))
     folder = trial_dir(cfg, root)
     # What this trial was asked: a study may be continued with other epochs or an edited
     # study file, and export reports the best trial's own (never another metric: refused).
     # The seed and threads too: the final run repeats them to repeat the trial's value.
     attrs: dict[str, Any] = {
         "device": str(task.device),
-        "max_epochs": cfg.epochs,
-        "seed": (cfg.seed or 0) + root,
+        "max_epochs": cfg.budget.epochs,
+        "seed": (cfg.strategy.seed or 0) + root,
         "threads": torch.get_num_threads(),
     }
-    if "study_file_sha256" in cfg.provenance:
-        attrs["study_file_sha256"] = cfg.provenance["study_file_sha256"]
+    if "study_file_sha256" in cfg.identity.provenance:
+        attrs["study_file_sha256"] = cfg.identity.provenance["study_file_sha256"]
     if root != trial.number:
         attrs["retry_of"] = root
     attrs["checkpoint"] = str(folder / "last.pt")
@@ -318,7 +320,7 @@ def _write(
         study.tell(trial, state=outcome.state)
     epochs = outcome.attrs["epochs"]
     if outcome.requeue:
-        Requeue()(study, study._storage.get_trial(trial._trial_id))
+        Requeue()(study, optuna_api.stored_trial(study, trial))
         logger.info("trial %d interrupted after epoch %d; re-queued", trial.number, epochs)
         return
     logger.info(
@@ -328,14 +330,14 @@ def _write(
         epochs,
         _describe(cfg, outcome.value) if outcome.value is not None else f" ({outcome.reason})",
     )
-    completed = trial._trial_id if outcome.state == TrialState.COMPLETE else None
+    completed = optuna_api.trial_id(trial) if outcome.state == TrialState.COMPLETE else None
     cleanup_checkpoints(study, cfg, completed=completed)
 
 
 def _describe(cfg: SearchConfig, value: float | list[float]) -> str:
     if isinstance(value, list):
-        return ": " + ", ".join(f"{n}={v:.5g}" for (n, _), v in zip(cfg.objectives, value))
-    return f": {cfg.metric}={value:.5g}"
+        return ": " + ", ".join(f"{n}={v:.5g}" for (n, _), v in zip(cfg.goal.objectives, value))
+    return f": {cfg.goal.metric}={value:.5g}"
 
 
 def _prepare(
@@ -352,7 +354,7 @@ def _prepare(
     checkpoint left by an earlier study of the same name is removed, never used.
     """
     seed = attrs["seed"]
-    run = task.build(values, epochs=cfg.epochs, seed=seed, with_test=False)
+    run = task.build(values, epochs=cfg.budget.epochs, seed=seed, with_test=False)
     if not ckpt_path.exists():
         return run, 0
     if "retry_of" not in attrs:
@@ -368,7 +370,7 @@ def _prepare(
         checkpoint.restore(run.state, ckpt)
     except CheckpointError as exc:
         logger.warning("trial %d starts over: %s", root, exc)
-        return task.build(values, epochs=cfg.epochs, seed=seed, with_test=False), 0
+        return task.build(values, epochs=cfg.budget.epochs, seed=seed, with_test=False), 0
     attrs["resumed_from_epoch"] = run.state.epoch
     logger.info("trial %d resumes from its checkpoint at epoch %d", root, run.state.epoch)
     return run, run.state.epoch
@@ -409,22 +411,22 @@ def cleanup_checkpoints(
     """
     states = (*facts.FINISHED, TrialState.FAIL)
     trials = study.get_trials(deepcopy=False, states=states)
-    remove = checkpoints_to_remove(study, trials, cfg.keep_checkpoints)
-    store = artifacts.store_dir(cfg.storage, cfg.runs_dir)
-    mine = next((t for t in trials if t._trial_id == completed), None)
+    remove = checkpoints_to_remove(study, trials, cfg.durability.keep_checkpoints)
+    store = artifacts.store_dir(cfg.identity.storage, cfg.durability.runs_dir)
+    mine = next((t for t in trials if optuna_api.trial_id(t) == completed), None)
     if mine is not None and mine.state == TrialState.COMPLETE:
         number = facts.first_attempt(mine)
         if number not in remove:
             artifacts.attach_checkpoint(
-                study, mine._trial_id, number, trial_dir(cfg, number) / "last.pt", store
+                study, optuna_api.trial_id(mine), number, trial_dir(cfg, number) / "last.pt", store
             )
             # Read again: a trial told meanwhile may have pushed this one out. Either this
             # read sees it, or that trial's worker sees this artifact in its own clean-up.
             trials = study.get_trials(deepcopy=False, states=states)
-            remove = checkpoints_to_remove(study, trials, cfg.keep_checkpoints)
+            remove = checkpoints_to_remove(study, trials, cfg.durability.keep_checkpoints)
     artifacts.detach_checkpoints(study, trials, remove, store)
     # Trials whose checkpoint this process already removed stay removed: check only the rest.
-    removed = _REMOVED.setdefault((cfg.storage, cfg.study_name, cfg.runs_dir), set())
+    removed = _REMOVED.setdefault((cfg.identity.storage, cfg.identity.study_name, cfg.durability.runs_dir), set())
     for number in remove - removed:
         checkpoint.remove(trial_dir(cfg, number) / "last.pt")
         removed.add(number)

@@ -15,7 +15,7 @@ import optuna
 
 from hpo_trainer.base.errors import ConfigError, HpoTrainerError, raise_all
 from hpo_trainer.codec.params import group_params, read_file
-from hpo_trainer.search import facts
+from hpo_trainer.search import facts, optuna_api
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.locks import budget_lock
 from hpo_trainer.search.storage import open_storage, same_storage
@@ -29,7 +29,7 @@ def warm_start_params(task: SearchTask, cfg: SearchConfig) -> list[tuple[str, di
 
     Returns:
         ``(where it came from, Optuna's flat params {"target.name": stored value})`` of
-        each, in order: ``cfg.enqueue``, then the best trials of ``cfg.warm_start_from``.
+        each, in order: ``cfg.warm_start.enqueue``, then the best trials of ``cfg.warm_start.warm_start_from``.
 
     Raises:
         ConfigError: Naming every unreadable source and every parameter outside the space
@@ -38,12 +38,12 @@ def warm_start_params(task: SearchTask, cfg: SearchConfig) -> list[tuple[str, di
     """
     sources: list[tuple[str, Mapping[str, Any]]] = []
     problems: list[str] = []
-    for i, item in enumerate(cfg.enqueue):
+    for i, item in enumerate(cfg.warm_start.enqueue):
         try:
             sources.append(_read_params(item, i))
         except HpoTrainerError as exc:
             problems.append(str(exc))
-    if cfg.warm_start_from is not None:
+    if cfg.warm_start.warm_start_from is not None:
         try:
             sources += _best_of_study(cfg)
         except HpoTrainerError as exc:
@@ -75,10 +75,10 @@ def _read_params(item: Any, index: int) -> tuple[str, Mapping[str, Any]]:
 
 def _best_of_study(cfg: SearchConfig) -> list[tuple[str, Mapping[str, Any]]]:
     """Return the params of the ``warm_start_top`` best completed trials of the old study."""
-    url = cfg.warm_start_storage or cfg.storage
-    name = cfg.warm_start_from
+    url = cfg.warm_start.warm_start_storage or cfg.identity.storage
+    name = cfg.warm_start.warm_start_from
     try:
-        storage = open_storage(url, heartbeat_interval=None, grace_period=None, must_exist=True)
+        storage = open_storage(url, must_exist=True)
         old = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = optuna.get_all_study_names(storage)
@@ -86,13 +86,13 @@ def _best_of_study(cfg: SearchConfig) -> list[tuple[str, Mapping[str, Any]]]:
             f"warm_start_from: no study {name!r} in that storage (studies there: "
             f"{', '.join(names) or 'none'}); name one of them, or give --warm-start-storage"
         ) from None
-    best = facts.ranked(old)[: cfg.warm_start_top]
+    best = facts.ranked(old)[: cfg.warm_start.warm_start_top]
     if not best:
         raise ConfigError(
             f"warm_start_from: study {name!r} has no completed trial to start from; run it "
             "until one completes, or leave out --warm-start-from"
         )
-    if name == cfg.study_name and same_storage(url, cfg.storage):
+    if name == cfg.identity.study_name and same_storage(url, cfg.identity.storage):
         logger.warning("warm-starting study %r from itself: its best trials are run again", name)
     return [(f"study {name!r} trial {t.number}", group_params(t.params)) for t in best]
 
@@ -141,15 +141,15 @@ def enqueue_known(
     if not known:
         return 0
     added = 0
-    storage = getattr(study._storage, "_backend", study._storage)  # past Optuna's cache
-    with budget_lock(cfg.storage, storage, cfg.study_name):
+    storage = optuna_api.backend_of(study)
+    with budget_lock(cfg.identity.storage, storage, cfg.identity.study_name):
         for where, flat in known:
             before = len(study.get_trials(deepcopy=False))
             study.enqueue_trial(flat, user_attrs={"enqueued_from": where}, skip_if_exists=True)
             added += len(study.get_trials(deepcopy=False)) > before
     logger.info("queued %d of %d known configurations to run first", added, len(known))
     trials = study.get_trials(deepcopy=False)
-    left = cfg.n_trials - facts.finished(trials) - len(facts.running(trials))
+    left = cfg.budget.n_trials - facts.finished(trials) - len(facts.running(trials))
     waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
     if waiting > left:
         logger.warning(
@@ -157,6 +157,6 @@ def enqueue_known(
             "the rest wait for a larger --trials",
             waiting,
             max(left, 0),
-            cfg.n_trials,
+            cfg.budget.n_trials,
         )
     return added

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo_trainer.base.errors import Interrupted
-from hpo_trainer.search import facts
+from hpo_trainer.search import facts, optuna_api
 from hpo_trainer.search.config import SearchConfig
 from hpo_trainer.search.heartbeat import HeartbeatWatch, beat
 from hpo_trainer.search.locks import budget_lock
@@ -77,12 +77,12 @@ def run_worker(task: SearchTask, cfg: SearchConfig, *, worker: int = 0) -> Worke
 
     """
     storage = storage_of(cfg)
-    seed = None if cfg.seed is None else cfg.seed + worker * _SEED_STRIDE
+    seed = None if cfg.strategy.seed is None else cfg.strategy.seed + worker * _SEED_STRIDE
     study = optuna.load_study(
-        study_name=cfg.study_name,
+        study_name=cfg.identity.study_name,
         storage=storage,
-        sampler=make_sampler(cfg.sampler, seed=seed, spaces=task.spaces, n_trials=cfg.n_trials),
-        pruner=make_pruner(cfg.pruner, epochs=cfg.epochs),
+        sampler=make_sampler(cfg.strategy.sampler, seed=seed, spaces=task.spaces, n_trials=cfg.budget.n_trials),
+        pruner=make_pruner(cfg.strategy.pruner, epochs=cfg.budget.epochs),
     )
     report = WorkerReport(worker)
     with stop_on_signals() as flag:
@@ -105,17 +105,17 @@ def _next_trial(
     """
     trials = study.get_trials(deepcopy=False) if watch is None else watch.read(study)
     done, running = facts.finished(trials), len(facts.running(trials))
-    if done >= cfg.n_trials:
+    if done >= cfg.budget.n_trials:
         return None, "budget", running
     failed = len(facts.failures(trials))
-    if failed >= cfg.max_failures:
+    if failed >= cfg.budget.max_failures:
         logger.error(
             "stopping: %d trials failed (max_failures=%d); see their 'failure' attribute",
             failed,
-            cfg.max_failures,
+            cfg.budget.max_failures,
         )
         return None, "failures", running
-    if done + running >= cfg.n_trials:
+    if done + running >= cfg.budget.n_trials:
         return None, None, running
     with warnings.catch_warnings():
         # A database storage may still be opened with Optuna's heartbeat, which warns outside
@@ -125,7 +125,7 @@ def _next_trial(
     if watch is not None:
         # Still under the lock: a trial must never sit RUNNING without a sign of life, or a
         # watcher would give its worker three grace periods instead of one.
-        beat(storage, trial._trial_id, cfg.grace_period)
+        beat(storage, optuna_api.trial_id(trial), cfg.durability.grace_period)
     return trial, None, running
 
 
@@ -138,19 +138,19 @@ def _loop(
     flag: StopFlag,
 ) -> None:
     """Run the worker loop of :func:`run_worker` (see there)."""
-    lock = budget_lock(cfg.storage, storage, cfg.study_name)
-    file = StorageFile(cfg.storage)
-    watch = HeartbeatWatch(storage, cfg.grace_period) if cfg.heartbeat_interval else None
+    lock = budget_lock(cfg.identity.storage, storage, cfg.identity.study_name)
+    file = StorageFile(cfg.identity.storage)
+    watch = HeartbeatWatch(storage, cfg.durability.grace_period) if cfg.durability.heartbeat_interval else None
     # Each look takes the study-wide lock and reads every trial, competing with the running
     # trials' writes and with every other worker's start: an idle worker backs off
     # exponentially, up to a heartbeat interval (a dead trial cannot show sooner than that)
     # and at most _MAX_WAIT, so that a freed slot or the end of the budget is still seen
     # within seconds. Waiting on the lock itself would not do: nothing releases it when a
     # trial ends or its worker dies.
-    max_wait = min(_MAX_WAIT, cfg.heartbeat_interval or _MAX_WAIT)
+    max_wait = min(_MAX_WAIT, cfg.durability.heartbeat_interval or _MAX_WAIT)
     wait = _FIRST_WAIT
     waiting_said = False
-    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+    deadline = None if cfg.budget.timeout is None else time.monotonic() + cfg.budget.timeout
     report.stopped_by = "timeout"
     while deadline is None or time.monotonic() < deadline:
         if flag.signum is not None:
