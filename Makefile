@@ -7,9 +7,15 @@ RUNS ?= runs
 
 .PHONY: install demo test test-fast lint format bench clean browser
 
+# The lowest Optuna pyproject.toml allows, kept beside the venv's (the highest) for the
+# contract tests (tests/test_optuna_contract.py run both).
+OPTUNA_LOWEST := $(shell sed -n 's/^ *"optuna>=\([0-9.]*\),.*/\1/p' pyproject.toml)
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+	  --target $(VENV)/optuna-lowest 'optuna==$(OPTUNA_LOWEST)'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,9 +45,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 ## The fast tier, under 2 minutes: space, loop, checkpoints, callbacks, pruning decisions,
-## CLI parser (tests/conftest.py marks the rest slow).
+## CLI parser: the tests marked `fast` (a test with no tier mark is slow; tests/conftest.py).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "fast and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpo_trainer studies tests benchmarks

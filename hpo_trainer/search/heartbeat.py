@@ -71,13 +71,24 @@ class Heartbeat:
         storage: The study's storage (Optuna's caching wrapper passes the writes through).
         trial_id: The storage's id of the running trial.
         interval: Seconds between beats; ``None`` or ``0``: no heartbeat.
+        wait: What the thread calls with ``interval`` before each beat after the first;
+            ``True`` stops it. By default it waits for the block to end, for at most
+            ``interval`` seconds; tests pass their own to drive the beats.
 
     """
 
-    def __init__(self, storage: Any, trial_id: int, interval: float | None) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        trial_id: int,
+        interval: float | None,
+        *,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
         self._storage, self._trial_id, self._interval = storage, trial_id, interval
         self._count = 0
         self._stop = threading.Event()
+        self._wait = self._stop.wait if wait is None else wait
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
@@ -101,7 +112,7 @@ class Heartbeat:
         return True
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval) and self._beat():
+        while not self._wait(self._interval) and self._beat():
             pass
 
     def __exit__(self, *exc: object) -> None:
@@ -205,7 +216,9 @@ class HeartbeatWatch:
     def _fail(self, study: optuna.Study, trial: FrozenTrial, silent: float, grace: float) -> bool:
         """Fail ``trial`` and queue it again; ``False`` if another worker or its own was first."""
         try:
-            if not self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if not self._storage.set_trial_state_values(
+                optuna_api.trial_id(trial), TrialState.FAIL
+            ):
                 return False
         except UpdateFinishedTrialError:
             return False  # it was told meanwhile, or another worker failed it first
@@ -216,7 +229,7 @@ class HeartbeatWatch:
             silent,
             grace,
         )
-        self._requeue(study, self._storage.get_trial(trial._trial_id))
+        self._requeue(study, self._storage.get_trial(optuna_api.trial_id(trial)))
         return True
 
 

@@ -38,7 +38,7 @@ _COMPLETE = (TrialState.COMPLETE,)
 
 def _reads_only_completed(pruner: optuna.pruners.BasePruner) -> bool:
     if isinstance(pruner, optuna.pruners.PatientPruner):
-        inner = getattr(pruner, "_wrapped_pruner", None)
+        inner = optuna_api.wrapped_pruner(pruner)
         return inner is None or _reads_only_completed(inner)
     return isinstance(
         pruner,
@@ -54,6 +54,8 @@ class _StudyView:
         self._ttl = ttl
         if direction is not None:  # the one objective pruned on, in a multi-objective study
             self.direction = optuna.study.StudyDirection[direction.upper()]
+            # a pruner that reads ``directions[0]`` must see the same one objective
+            self.directions = [self.direction]
         self._completed: list[FrozenTrial] = []
         self._read_at = -float("inf")
 

@@ -1,0 +1,155 @@
+"""What hpo-trainer needs from Optuna, checked against the Optuna this interpreter imports.
+
+Run by ``tests/test_optuna_contract.py`` twice: with the Optuna installed in the venv (the
+highest the project allows) and with the lowest allowed one put first on ``PYTHONPATH``
+(``make install`` keeps it in ``.venv/optuna-lowest``). Each check names the promise it
+tests; the script prints ``optuna <version>: <n> checks passed`` or fails on the first
+broken one. Usage: ``python tests/optuna_contract.py RUNS_DIR [REDIS_URL]``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.simplefilter("ignore")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+from hpo_trainer.facade.studyfile import load_trainer_from_file  # noqa: E402
+from hpo_trainer.search import heartbeat, optuna_api  # noqa: E402
+from hpo_trainer.search.pruning import FastReporter  # noqa: E402
+from hpo_trainer.search.storage import open_storage  # noqa: E402
+
+CHECKS: list[Callable[[Path, list[str]], None]] = []
+
+
+def check(fn: Callable[[Path, list[str]], None]) -> Callable[[Path, list[str]], None]:
+    CHECKS.append(fn)
+    return fn
+
+
+def _urls(tmp: Path, redis: str | None) -> list[str]:
+    urls = [f"sqlite:///{tmp}/contract.db", f"journal:{tmp}/contract.log"]
+    return [*urls, redis] if redis else urls
+
+
+def _fresh(url: str, name: str, **kwargs) -> optuna.Study:
+    storage = open_storage(url)
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        pass
+    return optuna.create_study(study_name=name, storage=storage, **kwargs)
+
+
+@check
+def adapter_reaches_ids_storage_and_records(tmp: Path, urls: list[str]) -> None:
+    for url in urls:
+        study = _fresh(url, "contract-adapter")
+        trial = study.ask()
+        stored = optuna_api.stored_trial(study, trial)
+        assert stored.number == trial.number, (url, stored.number)
+        assert optuna_api.trial_id(stored) == optuna_api.trial_id(trial), url
+        backend = optuna_api.backend_of(study)
+        assert backend.get_study_id_from_name("contract-adapter") == optuna_api.study_id(study)
+        if url.startswith("sqlite"):  # the budget lock needs the database's engine
+            assert isinstance(backend, optuna.storages.RDBStorage), type(backend)
+        assert isinstance(optuna_api.storage_of(study), optuna.storages.BaseStorage)
+        optuna_api.report_value(study, trial, 3, 0.25)
+        assert optuna_api.stored_trial(study, trial).intermediate_values == {3: 0.25}, url
+        optuna_api.set_study_record(study, "hpo:contract", {"a": [1, 2]})
+        optuna_api.set_study_record(study, "hpo:cleared", None)
+        records = optuna_api.study_records(study)
+        assert records["hpo:contract"] == '{"a": [1, 2]}', records
+        assert records["hpo:cleared"] == "null", records
+        heartbeat.beat(optuna_api.storage_of(study), optuna_api.trial_id(trial), 7.0)
+        attrs = optuna_api.stored_trial(study, trial).system_attrs
+        assert attrs.get(heartbeat.GRACE_KEY) == 7.0, attrs
+
+
+@check
+def an_enqueued_trial_is_asked_first_with_its_params(tmp: Path, urls: list[str]) -> None:
+    # retries of dead workers' trials and warm starts rely on it
+    for url in urls:
+        study = _fresh(url, "contract-enqueue")
+        study.enqueue_trial({"lr": 0.01}, user_attrs={"enqueued_from": "contract"})
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        assert len(waiting) == 1, url
+        trial = study.ask()
+        assert trial.suggest_float("lr", 1e-4, 1.0, log=True) == 0.01, url
+        assert trial.user_attrs == {"enqueued_from": "contract"}, url
+        assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), url
+
+
+def _prunes(pruner: optuna.pruners.BasePruner, url: str) -> list[bool]:
+    """Prune decisions for a falling and a rising trial in a study maximising its second
+    objective, whose finished trials held 0.8 to 0.95 at every epoch."""
+    study = _fresh(url, "contract-prune", directions=["minimize", "maximize"], pruner=pruner)
+    for acc in (0.8, 0.85, 0.9, 0.95):  # reported and judged as a search does
+        done = study.ask()
+        reporter = FastReporter(study, done, ttl=0.0, direction="maximize")
+        for step in range(3):
+            reporter.report(acc, step)
+            reporter.should_prune()
+        study.tell(done, [1 - acc, acc])
+    decisions = []
+    for curve in ((0.3, 0.2, 0.1), (0.97, 0.98, 0.99)):
+        trial = study.ask()
+        reporter = FastReporter(study, trial, ttl=0.0, direction="maximize")
+        for step, acc in enumerate(curve):
+            reporter.report(acc, step)
+        decisions.append(reporter.should_prune())
+        study.tell(trial, state=TrialState.PRUNED)
+    return decisions
+
+
+@check
+def pruners_prune_the_objective_they_are_given(tmp: Path, urls: list[str]) -> None:
+    # a pruner that read ``study.directions[0]`` would prune the best trial here instead
+    pruners = {
+        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        "percentile": optuna.pruners.PercentilePruner(25.0, n_startup_trials=2),
+        "patient": optuna.pruners.PatientPruner(
+            optuna.pruners.MedianPruner(n_startup_trials=2), patience=0
+        ),
+        "halving": optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+    }
+    url = urls[0]
+    for name, pruner in pruners.items():
+        assert _prunes(pruner, url) == [True, False], name
+
+
+@check
+def a_search_runs_end_to_end(tmp: Path, urls: list[str]) -> None:
+    for i, url in enumerate(urls[:2]):
+        runs = tmp / f"runs-{i}"
+        tr = load_trainer_from_file(ROOT / "studies/digits_mlp.py", runs_dir=runs, quiet=True)
+        study = tr.hyp_opt(epochs=2, iters=3, storage=url, seed=0, study_name="contract-e2e")
+        trials = study.get_trials(deepcopy=False)
+        states = {t.state for t in trials}
+        assert len(trials) == 3 and states <= {TrialState.COMPLETE, TrialState.PRUNED}, states
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert done and all(math.isfinite(t.value) for t in done), url
+        assert all(heartbeat.GRACE_KEY in t.system_attrs for t in trials), url
+        assert all(len(t.intermediate_values) >= 1 for t in trials), url
+
+
+def main(argv: list[str]) -> int:
+    tmp = Path(argv[1])
+    urls = _urls(tmp, argv[2] if len(argv) > 2 else None)
+    for fn in CHECKS:
+        fn(tmp, urls)
+    print(f"optuna {optuna.__version__}: {len(CHECKS)} checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
