@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from hpo_trainer.apps import inputs
-from hpo_trainer.base.errors import CheckpointError, ConfigError, DataError
+from hpo_trainer.base.errors import CheckpointError, ConfigError, DataError, is_int
 from hpo_trainer.base.files import write_output
 from hpo_trainer.facade.runfiles import read_summary
 from hpo_trainer.train.inputstats import far_from_training
@@ -106,7 +106,7 @@ class LoadedRun:
                 of the training inputs.
 
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_int(batch_size, 1):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         as_numpy = not isinstance(x, torch.Tensor)
         tensor = _as_tensor(x) if as_numpy else inputs.as_examples(x, "the examples")

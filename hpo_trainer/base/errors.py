@@ -6,6 +6,7 @@ them all in one place; the command line prints their message without a traceback
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from difflib import get_close_matches
 
@@ -83,6 +84,24 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 def is_int(value: object, least: int) -> bool:
     """Return whether ``value`` is an integer (not a bool) of at least ``least``."""
     return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
+
+def is_real(value: object, *, finite: bool = False) -> bool:
+    """Return whether ``value`` is a real number: an int or a float, not a bool.
+
+    Args:
+        value: Anything.
+        finite: Also require it to be finite (an int beyond the float range is not).
+
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not finite:
+        return True
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 #: Seeds are integers below this (what NumPy's generators accept).

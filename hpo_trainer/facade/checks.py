@@ -8,7 +8,6 @@ functions return every problem found, for one :func:`~hpo_trainer.base.errors.ra
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from hpo_trainer.base.errors import (
     HpoTrainerError,
     did_you_mean,
     is_int,
+    is_real,
     is_seed,
     raise_all,
 )
@@ -39,12 +39,7 @@ _LOADER_NAMES = ("batch_size",)
 
 def is_positive_number(value: Any) -> bool:
     """Whether ``value`` is a finite real number above 0 (bools are not numbers here)."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and value > 0
-    )
+    return is_real(value, finite=True) and value > 0  # type: ignore[operator]
 
 
 def seed_problem(seed: Any) -> str | None:

@@ -19,7 +19,6 @@ import functools
 import io
 import json
 import logging
-import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hpo_trainer.base.errors import ConfigError, is_int
+from hpo_trainer.base.errors import ConfigError, is_int, is_real
 from hpo_trainer.base.files import atomic_write
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.data import input_batches, make_batches, split_xy
@@ -257,9 +256,6 @@ def _stats_ok(stats: Any) -> bool:
     columns = [stats.get(k) for k in ("min", "max")]
     return (
         all(isinstance(c, list) and c for c in columns)
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for c in columns for v in c)  # type: ignore[union-attr]
+        and all(is_real(v, finite=True) for c in columns for v in c)  # type: ignore[union-attr]
         and len({len(c) for c in columns}) == 1  # type: ignore[arg-type]
-        and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for c in columns for v in c
-        )  # type: ignore[union-attr]
     )

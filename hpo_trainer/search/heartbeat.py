@@ -29,7 +29,6 @@ exists for databases only, and compares database timestamps; it is not used.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo_trainer.base.errors import is_real
 from hpo_trainer.search import optuna_api
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class HeartbeatWatch:
 
     One per worker: it remembers each running trial's count from its earlier reads and
     when it first saw it (see the module docs for the rule and why it needs no shared
-    clock). Call :meth:`read` under the budget lock.
+    clock). Call :meth:`read` or :meth:`check` under the budget lock.
 
     Args:
         storage: The storage as opened (Optuna may wrap it in a cache inside the study).
@@ -173,11 +173,31 @@ class HeartbeatWatch:
 
         The trials are read once, and read again only when a dead one was failed.
         """
+        trials: list[FrozenTrial] = []
+
+        def every() -> list[FrozenTrial]:
+            trials.extend(study.get_trials(deepcopy=False))
+            return trials
+
+        return study.get_trials(deepcopy=False) if self.check(study, every) else trials
+
+    def check(self, study: optuna.Study, read: Callable[[], Sequence[FrozenTrial]]) -> bool:
+        """Fail and re-queue the dead among the trials that ``read`` returns.
+
+        Args:
+            study: The study (a dead trial's retry is queued in it).
+            read: Reads the trials to judge, once, between two looks at this watch's clock
+                (at least the running ones, with their :data:`BEAT_KEY` and
+                :data:`GRACE_KEY` system attributes).
+
+        Returns:
+            Whether a trial was failed (the study has changed since ``read``).
+
+        """
         started = self._clock()
-        trials = study.get_trials(deepcopy=False)
+        trials = read()
         dead = self._judge(trials, started=started, ended=self._clock())
-        failed = [self._fail(study, trial, silent, grace) for trial, silent, grace in dead]
-        return study.get_trials(deepcopy=False) if any(failed) else trials
+        return any([self._fail(study, trial, silent, grace) for trial, silent, grace in dead])
 
     def _judge(
         self, trials: Sequence[FrozenTrial], *, started: float, ended: float
@@ -207,7 +227,7 @@ class HeartbeatWatch:
         attrs = trial.system_attrs
         own = attrs.get(GRACE_KEY)
         grace = self.grace_period
-        if isinstance(own, (int, float)) and not isinstance(own, bool) and math.isfinite(own):
+        if is_real(own, finite=True):
             grace = max(grace, own)
         if BEAT_KEY not in attrs and GRACE_KEY not in attrs:
             grace *= SILENT_GRACES

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.base.errors import SpaceError
+from hpo_trainer.base.errors import SpaceError, is_real
 
 if TYPE_CHECKING:
     import optuna
@@ -112,7 +112,7 @@ class FloatDim(Dimension):
 
     def decode(self, stored: Any) -> float:
         """Check and return a stored value."""
-        if isinstance(stored, bool) or not isinstance(stored, (int, float)):
+        if not is_real(stored):
             raise ValueError(f"must be a number, got {stored!r}")
         tol = 1e-9 * max(1.0, abs(self.high))
         if not self.low - tol <= stored <= self.high + tol:
@@ -248,14 +248,11 @@ class CategoricalDim(Dimension):
 
 
 def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
+    return is_real(value)
 
 
 def _is_finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # an int beyond float range
-        return False
+    return is_real(value, finite=True)
 
 
 def check_bounds(low: float, high: float, log: bool, step: float | None) -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.base.errors import ConfigError, raise_all
+from hpo_trainer.base.errors import ConfigError, is_int, is_real, raise_all
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import Callback
 
@@ -298,13 +298,9 @@ class EarlyStopping(Callback):
         problems = []
         if mode not in ("min", "max"):
             problems.append(f"mode must be 'min' or 'max', got {mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        if not is_int(patience, 1):
             problems.append(f"patience must be an integer >= 1, got {patience!r}")
-        if (
-            isinstance(min_delta, bool)
-            or not isinstance(min_delta, (int, float))
-            or not min_delta >= 0
-        ):
+        if not (is_real(min_delta) and min_delta >= 0):
             problems.append(f"min_delta must be a number >= 0, got {min_delta!r}")
         raise_all(problems, ConfigError)
         self.metric, self.patience, self.mode, self.min_delta = metric, patience, mode, min_delta

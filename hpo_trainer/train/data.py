@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from hpo_trainer.base.errors import DataError
+from hpo_trainer.base.errors import DataError, is_int
 
 Batch = Union[dict[str, Any], tuple[Any, ...]]
 Tensors = Union[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]
@@ -195,7 +195,7 @@ def make_batches(
         An iterable of batches with a length.
 
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size, 1):
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     tensors = in_memory(data)
     if tensors is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo_trainer.base.errors import ConfigError, NonFiniteLossError
+from hpo_trainer.base.errors import ConfigError, NonFiniteLossError, is_real
 from hpo_trainer.train.callback import Callback, in_call_order, load_callback_states
 from hpo_trainer.train.state import FitState
 
@@ -64,7 +64,7 @@ class _Totals:
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return is_real(value)
 
 
 def _detach(value: Any) -> Any:
