@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from hpo_trainer.base.errors import HpoTrainerError, Interrupted
+from hpo_trainer.base.errors import SEED_LIMIT, HpoTrainerError, Interrupted
 from hpo_trainer.cli.commands import COMMANDS
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _seconds(text: str) -> float:
 
 
 _positive_int = _int_in(1, None)
-_seed = _int_in(0, 2**32 - 1, "a seed")
+_seed = _int_in(0, SEED_LIMIT - 1, "a seed")
 _port = _int_in(1, 65535, "a TCP port")
 
 
