@@ -15,7 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hpo_trainer.base.errors import SEED_LIMIT, HpoTrainerError, Interrupted
 from hpo_trainer.cli.commands import COMMANDS
@@ -176,9 +176,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _alias(
-    p: argparse.ArgumentParser, alias: str, of: str, *, convert: Callable[[str], Any]
-) -> None:
+class _Options(Protocol):
+    """A parser or one of its argument groups: what adds an option."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """Add one option (see :meth:`argparse.ArgumentParser.add_argument`)."""
+
+
+def _alias(p: _Options, alias: str, of: str, *, convert: Callable[[str], Any]) -> None:
     """Add ``alias`` as another name of the option ``of`` (the same value, the same check).
 
     A separate option rather than a second name of ``of``, so that an error names the
@@ -192,6 +197,14 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-name", help="default: the trainer's name")
     _storage_options(p)
     _study_options(p)
+    _budget_arguments(p.add_argument_group("budget"))
+    _placement_arguments(p.add_argument_group("placement"))
+    _strategy_arguments(p.add_argument_group("strategy"))
+    _warm_start_arguments(p.add_argument_group("warm start"))
+    _objective_arguments(p.add_argument_group("objectives"))
+
+
+def _budget_arguments(p: _Options) -> None:
     p.add_argument(
         "--trials",
         type=_positive_int,
@@ -199,6 +212,15 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     )
     _alias(p, "--n-trials", "--trials", convert=_positive_int)
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial")
+    p.add_argument("--timeout", type=_seconds, help="seconds after which no new trial starts")
+    p.add_argument(
+        "--trial-timeout",
+        type=_seconds,
+        help="seconds a trial may train; past them it stops at the next batch and is pruned",
+    )
+
+
+def _placement_arguments(p: _Options) -> None:
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -218,6 +240,9 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="workers sharing each device (default 1)",
     )
+
+
+def _strategy_arguments(p: _Options) -> None:
     p.add_argument(
         "--sampler",
         default=None,
@@ -229,12 +254,10 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         help="median-warm (default), median, percentile, halving, halving-warm, hyperband, "
         "patient, none",
     )
-    p.add_argument("--timeout", type=_seconds, help="seconds after which no new trial starts")
-    p.add_argument(
-        "--trial-timeout",
-        type=_seconds,
-        help="seconds a trial may train; past them it stops at the next batch and is pruned",
-    )
+    p.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
+
+
+def _warm_start_arguments(p: _Options) -> None:
     p.add_argument(
         "--enqueue",
         action="append",
@@ -256,7 +279,9 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="best completed trials of --warm-start-from to run first (default 5)",
     )
-    p.add_argument("--seed", type=_seed, help="seed of the sampler and of every trial")
+
+
+def _objective_arguments(p: _Options) -> None:
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
     p.add_argument("--direction", choices=("minimize", "maximize"))
     p.add_argument(
@@ -275,6 +300,11 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    for add in (_migrate, _status, _export, _train, _dashboard, _predict, _report):
+        add(command)
+
+
+def _migrate(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("migrate", "copy a study, with all its trials, to another storage")
     p.add_argument(
         "--from", dest="source", type=_storage_arg, required=True, help="storage URL to copy from"
@@ -287,11 +317,15 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
         "--overwrite", action="store_true", help="replace a study of the same name in the target"
     )
 
+
+def _status(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("status", "show the studies in a storage: trials by state, best, running")
     _storage_options(p)
     p.add_argument("--study-name", help="only this study")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+
+def _export(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("export", "write the best params of a study to a JSON file")
     _storage_options(p)
     p.add_argument("--study-name", help="needed when the storage holds several studies")
@@ -304,6 +338,8 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
         help="export trial N instead of the best (e.g. one of the Pareto front)",
     )
 
+
+def _train(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("train", "the final training run on exported params")
     p.add_argument("study_file", help="the study file the params were searched with")
     p.add_argument("--params", required=True, help="a params file from `hpo-trainer export`")
@@ -338,11 +374,15 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     _runs_dir_option(p)
     _study_options(p)
 
+
+def _dashboard(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("dashboard", "open optuna-dashboard on the study storage")
     _storage_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
 
+
+def _predict(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("predict", "predict with a finished run's model; write CSV, JSON or .npy")
     p.add_argument("run_dir", help="the run folder `hpo-trainer train` printed")
     p.add_argument("--input", required=True, help=".npy, .npz, .pt, .csv, or a folder of images")
@@ -372,6 +412,8 @@ def _other_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> N
     )
     _study_options(p)
 
+
+def _report(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("report", "write one HTML file with Optuna's plots of a study")
     _storage_options(p)
     p.add_argument("--study-name", help="needed when the storage holds several studies")
