@@ -244,7 +244,8 @@ def finished_trials(
 
 def fill_study(study: optuna.Study, url: str, template: list[FrozenTrial], total: int) -> None:
     """Add ``template`` to ``study`` and copy it in SQL (``add_trials`` costs ~10 ms a trial),
-    with every table that has a ``trial_id``, until the study holds ``total`` trials."""
+    with every table that has a ``trial_id``, doubling, until the study holds ``total`` trials
+    (any number: the last copy takes only the first trials it needs)."""
     import sqlalchemy as sa
 
     study.add_trials(template)
@@ -281,12 +282,21 @@ def fill_study(study: optuna.Study, url: str, template: list[FrozenTrial], total
             sid = conn.execute(
                 sa.text("SELECT study_id FROM studies WHERE study_name = :name"), {"name": name}
             ).scalar_one()
-            for k in range(1, total // n0):
+            have = n0
+            while have < total:  # doubling: the first trials copied after the last
+                more = min(have, total - have)
                 for statement in statements:
-                    conn.execute(sa.text(statement), {"shift": k * n0, "sid": sid, "n0": n0})
+                    conn.execute(sa.text(statement), {"shift": have, "sid": sid, "n0": more})
+                have += more
+            complete = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM trials WHERE study_id = :sid AND state = 'COMPLETE'"
+                ),
+                {"sid": sid},
+            ).scalar_one()
     finally:
         engine.dispose()
-    if len(study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])) != total:
+    if complete != total:
         raise RuntimeError(f"the filled study {name!r} at {url} is not as intended")
 
 

@@ -234,7 +234,8 @@ def continue_study(f: Filled, trainer: Any, n: int, log: Path) -> tuple[list[flo
     new trial's start to the next one's, and TPE's seconds per trial."""
     before, f.tpe[0] = len(f.study.get_trials(deepcopy=False)), 0.0
     with sh.stderr_to(log), sh.torch_threads(1):
-        run_worker(trainer, dataclasses.replace(f.cfg, n_trials=before + n))
+        budget = dataclasses.replace(f.cfg.budget, n_trials=before + n)
+        run_worker(trainer, dataclasses.replace(f.cfg, budget=budget))
     starts = sorted(t.datetime_start for t in f.study.get_trials(deepcopy=False)[before:])
     cycles = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]  # type: ignore[operator]
     return cycles, f.tpe[0] / max(1, len(starts))

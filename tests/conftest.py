@@ -7,10 +7,14 @@ Services and the browser follow one rule: when CI asks for them (``.ci/run`` set
 ``HPO_TRAINER_POSTGRES_URL``, ``HPO_TRAINER_REDIS_URL`` and ``HPO_TRAINER_REQUIRE_BROWSER``)
 a test that needs one fails if it is missing; elsewhere it is skipped with a one-line reason.
 
-Tiers: ``make test-fast`` runs ``pytest -m "not slow"`` (the space, the loop, checkpoints,
-callbacks, pruning decisions, the CLI parser); ``make test`` runs everything. The marks are
-set here, by module (:data:`FAST_MODULES`; every other module is slow), so that test owners
-need not mark each test; :data:`SLOW_TESTS` marks the slow tests of the fast modules.
+Tiers: ``make test-fast`` runs ``pytest -m "fast and not slow"`` (the space, the loop,
+checkpoints, callbacks, pruning decisions, the CLI parser); ``make test`` runs everything. Each
+test carries its tier itself: a fast module says ``pytestmark = pytest.mark.fast`` below its
+imports, and a slow test inside it says ``@pytest.mark.slow`` (``slow`` overrides ``fast``,
+which is why the fast tier excludes it). A test with no tier mark is slow, deliberately: a
+new module (searches, subprocesses, servers, the browser) cannot slow the fast tier down
+until its owner marks it fast. Both marks are registered in ``pyproject.toml``, and
+``--strict-markers`` turns a misspelt one into a collection error rather than a silent slow.
 """
 
 from __future__ import annotations
@@ -27,64 +31,12 @@ STUDIES = ROOT / "studies"
 sys.path.insert(0, str(STUDIES))
 sys.path.insert(0, str(ROOT / "tests"))
 
-#: The fast tier's modules: unit tests of the space, the loop, checkpoints, callbacks, pruning
-#: decisions, re-queue and clean-up, the CLI parser, bad input, the architecture and the static
-#: container checks. Every other module (searches, subprocesses, servers, the browser, and any
-#: new module until it is listed here) is slow, so the fast tier stays fast as tests are added.
-FAST_MODULES = frozenset(
-    {
-        "test_architecture",
-        "test_bad_input",
-        "test_callbacks",
-        "test_checkpoint",
-        "test_cli_parser",
-        "test_containers",
-        "test_data",
-        "test_epochs",
-        "test_heartbeat",
-        "test_inputs",
-        "test_objectives",
-        "test_outputs",
-        "test_pruning",
-        "test_space",
-        "test_trainer",
-        "test_trial",
-    }
-)
-#: Slow tests in otherwise fast modules, by module and test name (without parameters).
-SLOW_TESTS = frozenset(
-    {
-        # subprocess runs of the hpo-trainer command (about 3 seconds each)
-        ("test_bad_input", "test_command_line_bad_input"),
-        ("test_bad_input", "test_postgresql_url_without_a_driver_suffix"),
-        # searches in subprocesses
-        ("test_architecture", "test_a_search_runs_without_fcntl"),
-        # one multi-objective search of the digits study, read back
-        ("test_objectives", "test_a_multi_objective_search_from_the_command_line"),
-        ("test_objectives", "test_status_shows_the_pareto_front"),
-        ("test_objectives", "test_export_writes_the_front_and_picks_a_trial"),
-        ("test_objectives", "test_report_has_the_pareto_plot"),
-        ("test_objectives", "test_python_api_continues_and_refuses_other_objectives"),
-    }
-)
-
-
-def pytest_configure(config):
-    # Registered here rather than in pyproject.toml: the Makefile reinstalls the virtualenv
-    # whenever pyproject.toml changes.
-    config.addinivalue_line(
-        "markers", "slow: searches, subprocesses, servers or the browser; not in `make test-fast`"
-    )
-
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the slow tier (see the module docs)."""
-    slow = pytest.mark.slow
+    """Mark every test without a tier mark slow (see the module docs)."""
     for item in items:
-        module = item.module.__name__.rpartition(".")[2] if item.module else ""
-        name = getattr(item, "originalname", None) or item.name.partition("[")[0]
-        if module not in FAST_MODULES or (module, name) in SLOW_TESTS:
-            item.add_marker(slow)
+        if item.get_closest_marker("fast") is None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")

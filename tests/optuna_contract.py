@@ -142,6 +142,42 @@ def a_search_runs_end_to_end(tmp: Path, urls: list[str]) -> None:
         assert all(len(t.intermediate_values) >= 1 for t in trials), url
 
 
+@check
+def trials_are_read_created_and_opened_past_ask(tmp: Path, urls: list[str]) -> None:
+    # the trial-start path (hpo_trainer.search.start): lean reads, numbering, Optuna's cache
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for url in urls:
+        study = _fresh(url, "contract-start")
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=1))
+        crashed = study.ask()
+        crashed.set_user_attr("failure", "ValueError")
+        study.tell(crashed, state=TrialState.FAIL)
+        running = study.ask()
+        heartbeat.beat(optuna_api.storage_of(study), optuna_api.trial_id(running), 7.0)
+        study.enqueue_trial({"x": 0.25})
+        backend, sid = optuna_api.backend_of(study), optuna_api.study_id(study)
+        keys = {"user_keys": ["failure"], "system_keys": [heartbeat.GRACE_KEY]}
+        read = optuna_api.read_trials_since(backend, sid, after=-1, **keys)
+        assert [(t.number, t.state) for t in read] == [
+            (t.number, t.state) for t in study.get_trials(deepcopy=False)
+        ], url
+        assert read[1].user_attrs == {"failure": "ValueError"}, (url, read[1].user_attrs)
+        assert read[2].system_attrs == {heartbeat.GRACE_KEY: 7.0}, (url, read[2].system_attrs)
+        last = max(optuna_api.trial_id(t) for t in read)
+        mine = optuna_api.trial_id(running)
+        again = optuna_api.read_trials_since(backend, sid, after=last, among={mine}, **keys)
+        assert [t.number for t in again] == [2], url
+        new = optuna_api.create_running_trial(backend, sid, known=len(read), after=last)
+        trial = optuna_api.open_trial(study, new)
+        assert trial.number == 4, url
+        # Optuna's own numbering goes on after ours (the queued trial is asked first)
+        assert [study.ask().number, study.ask().number] == [3, 5], url
+        assert trial.suggest_float("x", 0.0, 1.0) != 0.25, url  # sampled, not the queued one
+        study.tell(trial, 0.5)
+        told = study.get_trials(deepcopy=False)[4]
+        assert told.state == TrialState.COMPLETE and "x" in told.params, url
+
+
 def main(argv: list[str]) -> int:
     tmp = Path(argv[1])
     urls = _urls(tmp, argv[2] if len(argv) > 2 else None)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hpo_trainer"
 #: Every module's layer, by package: a module not named here fails the map test. Bottom up.
@@ -287,37 +289,107 @@ def test_importing_the_training_layer_does_not_import_optuna():
     assert "hpo_trainer.train.loop" in layer and "hpo_trainer.facade.trainer" not in layer
 
 
+#: Run in a fresh interpreter where ``fcntl`` exists: import every module, then name each module
+#: that ran ``import fcntl`` or holds the fcntl module; then do the same after a probe module
+#: under ``hpo_trainer`` imports it, to show that the check sees one that does.
+FCNTL_USERS = """
+    import builtins, importlib, json, sys, types
+
+    importers = set()
+    real_import = builtins.__import__
+
+    def spy(name, globals=None, locals=None, fromlist=(), level=0):
+        if not level and name.split(".")[0] == "fcntl":
+            importers.add((globals or {{}}).get("__name__", "?"))
+        return real_import(name, globals, locals, fromlist, level)
+
+    def users():
+        fcntl = sys.modules.get("fcntl")
+        holders = {{
+            name
+            for name, module in list(sys.modules.items())
+            if fcntl is not None and name not in ("__main__", "__mp_main__")
+            and any(value is fcntl for value in getattr(module, "__dict__", {{}}).values())
+        }}
+        return {{"loaded": fcntl is not None, "users": sorted(importers | holders)}}
+
+    builtins.__import__ = spy
+    for name in {modules!r}:
+        importlib.import_module(name)
+    found = users()
+    probe = types.ModuleType("hpo_trainer._probe")
+    sys.modules[probe.__name__] = probe
+    exec("import fcntl", probe.__dict__)
+    print(json.dumps({{"found": found, "probe": users()}}))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no fcntl to import")
+def test_no_hpo_trainer_module_imports_fcntl_even_where_it_exists():
+    """filelock imports fcntl for its Unix lock (so do parts of the standard library); no
+    hpo_trainer module may, at module or function level, while being imported."""
+    modules = sorted(m for m in MODULES if not m.endswith(".__main__"))
+    proc = _python(FCNTL_USERS.format(modules=modules))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    found = result["found"]
+    assert found["loaded"], "nothing imported fcntl, so this check saw nothing"
+    assert any(m.startswith("filelock.") for m in found["users"]), found
+    assert [m for m in found["users"] if _within(m, ("hpo_trainer",))] == []
+    # the same check, after a module of ours imported it
+    assert "hpo_trainer._probe" in result["probe"]["users"], result["probe"]
+
+
+#: Run in a fresh interpreter where ``import fcntl`` fails, as on Windows: a search of two
+#: trials in this process, counting which lock class every acquire of a file lock used.
 NO_FCNTL = """
-    import sys
+    import json, sys
     sys.modules["fcntl"] = None  # `import fcntl` now raises ImportError, as on Windows
     import warnings
     warnings.simplefilter("ignore")
     import filelock
-    from filelock import SoftFileLock
-    assert not filelock.has_fcntl and filelock.FileLock is SoftFileLock, filelock.FileLock
-    sys.path.insert(0, "studies")
-    import hpo_trainer
-    from hpo_trainer.search.locks import budget_lock
-    from hpo_trainer.search.storage import open_storage
-    from hpo_trainer.facade.studyfile import load_trainer_from_file
+    from filelock import BaseFileLock
 
-    url = "sqlite:///{tmp}/study.db"
-    lock = budget_lock(url, open_storage(url), "digits_mlp")
-    assert isinstance(lock, SoftFileLock), type(lock)
-    with lock:
-        pass
+    acquired = []
+    real_acquire = BaseFileLock.acquire
+
+    def acquire(self, *args, **kwargs):
+        acquired.append([type(self).__name__, str(self.lock_file)])
+        return real_acquire(self, *args, **kwargs)
+
+    BaseFileLock.acquire = acquire
+    sys.path.insert(0, "studies")
+    from hpo_trainer.facade.studyfile import load_trainer_from_file
+    from hpo_trainer.search import search
+
     tr = load_trainer_from_file("studies/digits_mlp.py", runs_dir="{tmp}/runs", quiet=True)
-    study = tr.hyp_opt(epochs=1, iters=2, storage=url, seed=0)
-    assert "fcntl" not in sys.modules or sys.modules["fcntl"] is None
-    print(len(study.trials), sorted({{t.state.name for t in study.trials}}))
+    outcome = search(
+        tr, epochs=1, n_trials=2, storage="sqlite:///{tmp}/study.db", pruner="none", seed=0
+    )
+    print(json.dumps({{
+        "has_fcntl": filelock.has_fcntl,
+        "finished": outcome.finished,
+        "stopped_by": outcome.stopped_by,
+        "problem": outcome.problem,
+        "states": [t.state.name for t in outcome.study.trials],
+        "acquired": acquired,
+    }}))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a search in a subprocess
 def test_a_search_runs_without_fcntl(tmp_path):
-    """Without ``fcntl`` (Windows), filelock falls back to its soft lock; hpo_trainer has no
-    hard dependency on fcntl, so a search still runs under the budget lock."""
+    """Without ``fcntl`` (Windows), filelock falls back to its soft lock; the search takes the
+    budget lock through it for every trial and finishes its budget."""
     proc = _python(NO_FCNTL.format(tmp=tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split()[0] == "2"
-    assert "COMPLETE" in proc.stdout or "PRUNED" in proc.stdout
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["has_fcntl"] is False
+    assert (result["finished"], result["stopped_by"], result["problem"]) == (2, "budget", None)
+    assert result["states"] == ["COMPLETE", "COMPLETE"]
+    # the worker ran here, under the study's lock file, and only the soft lock was taken
+    budget = [
+        kind for kind, path in result["acquired"] if path.startswith(f"{tmp_path}/study.db.")
+    ]
+    assert len(budget) >= 2, result["acquired"]
+    assert {kind for kind, _ in result["acquired"]} == {"SoftFileLock"}, result["acquired"]

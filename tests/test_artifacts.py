@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 
 from hpo_trainer.search import artifacts
 from hpo_trainer.search import trial as trial_module
-from hpo_trainer.search.config import SearchConfig
+from hpo_trainer.search.config import Budget, Durability, SearchConfig, StudyIdentity
 from hpo_trainer.search.trial import cleanup_checkpoints, trial_dir
 
 
@@ -38,12 +38,9 @@ def study_cfg(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(storage=url, study_name="art")
     cfg = SearchConfig(
-        study_name="art",
-        storage=url,
-        epochs=1,
-        n_trials=5,
-        keep_checkpoints=1,
-        runs_dir=str(tmp_path / "runs"),
+        identity=StudyIdentity(study_name="art", storage=url),
+        budget=Budget(epochs=1, n_trials=5),
+        durability=Durability(keep_checkpoints=1, runs_dir=str(tmp_path / "runs")),
     )
     return study, cfg
 
@@ -84,7 +81,9 @@ def test_the_best_trial_carries_its_checkpoint_and_a_freed_one_loses_it(study_cf
 
 def test_a_failing_store_warns_and_the_clean_up_goes_on(study_cfg, caplog):
     study, cfg = study_cfg
-    artifacts.store_dir(cfg.identity.storage, cfg.durability.runs_dir).write_text("a file where the store goes")
+    artifacts.store_dir(cfg.identity.storage, cfg.durability.runs_dir).write_text(
+        "a file where the store goes"
+    )
     _finish(study, cfg, TrialState.COMPLETE, 0.5)
     with caplog.at_level(logging.WARNING, logger="hpo_trainer.search.artifacts"):
         _finish(study, cfg, TrialState.COMPLETE, 0.1)

@@ -38,6 +38,8 @@ from hpo_trainer.facade.studyfile import defaults, load_trainer_from_file
 from hpo_trainer.search.migrate import migrate
 from hpo_trainer.search.storage import mask_url, open_storage, parse_url
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits_mlp.py"
 HPO = Path(sys.executable).parent / "hpo-trainer"
@@ -916,6 +918,7 @@ def _hpo(args, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # subprocess runs of the hpo-trainer command (about 3 s each)
 @pytest.mark.parametrize(("args", "codes", "match"), CLI_CASES)
 def test_command_line_bad_input(tmp_path, args, codes, match):
     names = _inputs(tmp_path)
@@ -934,6 +937,7 @@ def test_command_line_bad_input(tmp_path, args, codes, match):
     assert _tree(cwd, tmp_path / "in") == before, "a bad command wrote files"
 
 
+@pytest.mark.slow  # a subprocess run of the hpo-trainer command
 def test_postgresql_url_without_a_driver_suffix(tmp_path):
     proc = _hpo(["status", "--storage", f"postgresql://u:{SECRET}@127.0.0.1:1/db"], tmp_path)
     err = " ".join(proc.stderr.split())

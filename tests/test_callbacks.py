@@ -9,6 +9,8 @@ from hpo_trainer import Callback, ConfigError, EarlyStopping, TensorBoardCallbac
 from hpo_trainer.train import checkpoint
 from hpo_trainer.train.callback import callback_states, load_callback_states
 
+pytestmark = pytest.mark.fast
+
 GOOD = {"optimizer.lr": 0.05, "model.hidden_size": 64}
 
 

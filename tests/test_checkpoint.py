@@ -7,6 +7,8 @@ import torch
 from hpo_trainer import CheckpointError
 from hpo_trainer.train import checkpoint
 
+pytestmark = pytest.mark.fast
+
 
 def test_round_trip_with_recorded_size_and_checksum(tmp_path):
     path = checkpoint.save(

@@ -11,6 +11,8 @@ import pytest
 
 from hpo_trainer import __version__, cli
 
+pytestmark = pytest.mark.fast
+
 STUDY = "studies/digits_mlp.py"
 
 

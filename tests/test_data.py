@@ -5,6 +5,8 @@ import torch
 from hpo_trainer.base.errors import DataError
 from hpo_trainer.train.data import TensorBatches, make_batches, split_xy
 
+pytestmark = pytest.mark.fast
+
 
 def test_fast_path_covers_every_example_once_per_epoch_in_shuffled_order():
     x = torch.arange(10).float().unsqueeze(1)

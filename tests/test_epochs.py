@@ -14,6 +14,8 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
 
 from hpo_trainer import EPOCHS, ConfigError, Hyperparameters, Trainer
 
+pytestmark = pytest.mark.fast
+
 LR, ETA_MIN = 0.1, 0.001
 
 

@@ -225,3 +225,44 @@ def test_resume_with_other_params_is_refused(tmp_path):
         tr.train(epochs=2, params=other, resume=tr.run_dir)
     tr.train(epochs=2, params=params, resume=tr.run_dir)  # its own: resumes
     assert tr.summary["epochs"] == 2
+
+
+@pytest.mark.parametrize("env_driver", ["postgresql+psycopg", "postgresql"])
+def test_a_masked_storage_attaches_through_the_environments_full_url(
+    tmp_path, pg_url, monkeypatch, env_driver
+):
+    """A params file masks the password; the run attaches when HPO_TRAINER_STORAGE names the
+    same database, however its URL is spelled, and not when it names another."""
+    import uuid
+    from types import SimpleNamespace
+
+    from sqlalchemy.engine import make_url
+
+    from hpo_trainer.apps.final import _attach
+    from hpo_trainer.search import optuna_api
+    from hpo_trainer.search.storage import mask_url, open_storage
+
+    full = make_url(pg_url).set(password="s3cret")  # trust auth here: any password works
+    url = full.render_as_string(hide_password=False)
+    name = f"attach-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=open_storage(url))
+    run = tmp_path / "run-1"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")
+    summary = {"run_dir": str(run), "files": {}}
+    trainer = SimpleNamespace(runs_dir=tmp_path / "runs")
+    masked = {"storage": mask_url(url), "study": name}
+    assert "***" in masked["storage"]
+    try:
+        other = full.set(database="postgres").render_as_string(hide_password=False)
+        monkeypatch.setenv("HPO_TRAINER_STORAGE", other)
+        _attach(trainer, summary, masked)  # another database: not attached
+        assert optuna_api.study_records(study) == {}
+        monkeypatch.setenv(
+            "HPO_TRAINER_STORAGE", full.set(drivername=env_driver).render_as_string(False)
+        )
+        _attach(trainer, summary, masked)
+        records = optuna_api.study_records(study)
+        assert len(records) == 1 and "run-1-summary.json" in next(iter(records.values()))
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(url))

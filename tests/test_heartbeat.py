@@ -6,8 +6,6 @@ here waits for a grace period to pass."""
 
 from __future__ import annotations
 
-import time
-
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -22,6 +20,8 @@ from hpo_trainer.search.heartbeat import (
     root_number,
 )
 from hpo_trainer.search.storage import open_storage
+
+pytestmark = pytest.mark.fast
 
 VALUES = {1: 0.9, 2: 0.7, 3: 0.65}
 
@@ -166,19 +166,57 @@ def test_a_live_trial_whose_heartbeat_keeps_coming_is_never_failed(tmp_path):
     trial = _start(study, storage)
     clock = Clock()
     watch = HeartbeatWatch(storage, grace_period=2, clock=clock)
-    with Heartbeat(storage, trial._trial_id, interval=0.02):
-        for _ in range(5):
-            count = _beats(storage, trial)
-            deadline = time.monotonic() + 10
-            while _beats(storage, trial) == count:  # the next real beat of the thread
-                assert time.monotonic() < deadline, "the heartbeat thread stopped beating"
-                time.sleep(0.01)
-            clock.now += 3600
-            assert _states(watch.read(study)) == [TrialState.RUNNING]
+    reads = []
+
+    def an_hour_between_beats(interval):  # the heartbeat thread's wait before each beat
+        reads.append((_beats(storage, trial), _states(watch.read(study))))
+        if len(reads) == 6:
+            return True  # its worker dies: no more beats
+        clock.now += 3600
+        return False
+
+    with Heartbeat(storage, trial._trial_id, interval=5, wait=an_hour_between_beats):
+        pass  # the thread beats until its wait says stop, and the block waits for it
+    assert reads == [(n, [TrialState.RUNNING]) for n in range(1, 7)]
     # the same watch fails it once the beats stop for longer than the grace period
-    watch.read(study)
-    clock.now += 2.5
+    clock.now += 2
+    assert _states(watch.read(study)) == [TrialState.RUNNING]
+    clock.now += 0.5
     assert _states(watch.read(study)) == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_the_heartbeat_beats_on_entering_and_after_each_wait_of_its_interval(tmp_path):
+    study, storage = _study(tmp_path, "sqlite")
+    trial = _start(study, storage)
+    waits = []
+
+    def wait(interval):
+        waits.append((interval, _beats(storage, trial)))
+        return len(waits) == 3  # the block ended
+
+    with Heartbeat(storage, trial._trial_id, interval=5, wait=wait):
+        pass
+    assert waits == [(5, 1), (5, 2), (5, 3)] and _beats(storage, trial) == 3
+    with Heartbeat(storage, trial._trial_id, interval=None, wait=wait):
+        pass  # no interval: no heartbeat at all
+    assert len(waits) == 3 and _beats(storage, trial) == 3
+
+
+def test_the_heartbeat_stops_by_itself_once_its_trial_is_told(tmp_path):
+    study, storage = _study(tmp_path, "journal")
+    trial = _start(study, storage)
+    waits = []
+
+    def wait(interval):
+        waits.append(_beats(storage, trial))
+        if len(waits) == 2:
+            study.tell(trial, 0.5)  # told between two beats
+        return len(waits) == 10  # it would go on; the heartbeat must stop first
+
+    with Heartbeat(storage, trial._trial_id, interval=5, wait=wait):
+        pass
+    assert waits == [1, 2], "the heartbeat went on beating for a finished trial"
+    assert storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
 
 
 def test_a_fresh_watch_never_fails_a_trial_on_its_first_read(tmp_path):

@@ -22,6 +22,8 @@ from hpo_trainer.apps.inputs import read_input
 from hpo_trainer.base.errors import ConfigError, DataError
 from hpo_trainer.train.devices import resolve_device
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:

@@ -10,6 +10,7 @@ counted, so a search on such a metric ran until its timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 from pathlib import Path
@@ -23,20 +24,19 @@ from hpo_trainer import Hyperparameters
 from hpo_trainer.base.errors import NonFiniteError, NonFiniteLossError
 from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search import facts
-from hpo_trainer.search.config import SearchConfig
+from hpo_trainer.search.config import Budget, Goal, SearchConfig, StudyIdentity
 from hpo_trainer.search.engine import search
 from hpo_trainer.search.progress import snapshot
 from hpo_trainer.search.trial import Ending, decide
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"
-CFG = SearchConfig(study_name="s", storage="sqlite://", epochs=3, n_trials=2)
-MULTI = SearchConfig(
-    study_name="s",
-    storage="sqlite://",
-    epochs=3,
-    n_trials=2,
-    objectives=(("val/loss", "minimize"), ("val/acc", "maximize")),
+CFG = SearchConfig(
+    identity=StudyIdentity(study_name="s", storage="sqlite://"),
+    budget=Budget(epochs=3, n_trials=2),
+)
+MULTI = dataclasses.replace(
+    CFG, goal=Goal(objectives=(("val/loss", "minimize"), ("val/acc", "maximize")))
 )
 
 

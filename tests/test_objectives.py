@@ -28,6 +28,8 @@ from hpo_trainer.search.pruning import FastReporter
 from hpo_trainer.search.strategies import DEFAULT_PRUNER, make_pruner
 from hpo_trainer.train.measure import forward_latency_ms, param_count
 
+pytestmark = pytest.mark.fast
+
 STUDY = "studies/digits_mlp.py"
 OBJECTIVES = ["val/loss:min", "model/params:min"]
 
@@ -74,23 +76,23 @@ def test_bad_objectives_are_refused_with_the_fix(digits, options, match):
 
 def test_objectives_become_the_configuration(digits):
     one = _config(digits, objectives=["val/acc"])  # one objective: a search on one metric
-    assert (one.objectives, one.metric, one.direction, one.pruner) == (
+    assert (one.goal.objectives, one.goal.metric, one.goal.direction, one.strategy.pruner) == (
         (),
         "val/acc",
         "maximize",
         DEFAULT_PRUNER,
     )
     two = _config(digits, objectives=["val/acc", ("model/latency_ms", "minimize")])
-    assert two.objectives == (("val/acc", "maximize"), ("model/latency_ms", "minimize"))
-    assert (two.metric, two.direction, two.pruner, two.prune_on) == (
+    assert two.goal.objectives == (("val/acc", "maximize"), ("model/latency_ms", "minimize"))
+    assert (two.goal.metric, two.goal.direction, two.strategy.pruner, two.goal.prune_on) == (
         "val/acc",
         "maximize",
         "none",
         None,
     )
     pruned = _config(digits, objectives=["model/params:min", "val/loss:min"], prune_on="val/loss")
-    assert (pruned.metric, pruned.direction) == ("val/loss", "minimize")
-    assert pruned.pruner == DEFAULT_PRUNER
+    assert (pruned.goal.metric, pruned.goal.direction) == ("val/loss", "minimize")
+    assert pruned.strategy.pruner == DEFAULT_PRUNER
 
 
 def test_the_command_line_reads_repeated_objectives():
@@ -195,6 +197,7 @@ def searched(tmp_path_factory):
     return root, url, study, proc
 
 
+@pytest.mark.slow  # reads the multi-objective search of `searched`
 def test_a_multi_objective_search_from_the_command_line(searched):
     root, url, study, proc = searched
     assert "Optuna cannot prune a study with 2 objectives" in proc.stderr
@@ -217,6 +220,7 @@ def test_a_multi_objective_search_from_the_command_line(searched):
     assert "Pareto front" in proc.stdout
 
 
+@pytest.mark.slow  # reads the multi-objective search of `searched`
 def test_status_shows_the_pareto_front(searched, capsys):
     root, url, study, _ = searched
     assert cli(["status", "--storage", url, "--json"]) == 0
@@ -237,6 +241,7 @@ def test_status_shows_the_pareto_front(searched, capsys):
         assert f"trial {t.number}: val/loss {t.values[0]:.4g}" in text
 
 
+@pytest.mark.slow  # reads the multi-objective search of `searched`
 def test_export_writes_the_front_and_picks_a_trial(searched, tmp_path, capsys):
     _, url, study, _ = searched
     front = facts.pareto_front(study)
@@ -260,6 +265,7 @@ def test_export_writes_the_front_and_picks_a_trial(searched, tmp_path, capsys):
     assert "trial 99 of study 'digits_mlp' is not a completed trial" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # reads the multi-objective search of `searched`
 def test_report_has_the_pareto_plot(searched, tmp_path):
     _, url, _, _ = searched
     out = tmp_path / "report.html"
@@ -270,6 +276,7 @@ def test_report_has_the_pareto_plot(searched, tmp_path):
     assert page.count("<em>not available") <= 1  # importances may need more trials
 
 
+@pytest.mark.slow  # reads the multi-objective search of `searched`
 def test_python_api_continues_and_refuses_other_objectives(searched, caplog):
     root, url, _, _ = searched
     from digits_mlp import make_trainer

@@ -19,6 +19,8 @@ from hpo_trainer import cli
 from hpo_trainer.base.errors import ConfigError
 from hpo_trainer.base.files import write_output
 
+pytestmark = pytest.mark.fast
+
 STUDY_TEXT = "def make_trainer():\n    raise NotImplementedError\n"
 
 

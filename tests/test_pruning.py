@@ -25,6 +25,8 @@ from hpo_trainer.search.strategies import PRUNERS, SAMPLERS, make_pruner, make_s
 from hpo_trainer.space import Hyperparameters
 from hpo_trainer.train.state import FitState
 
+pytestmark = pytest.mark.fast
+
 EPOCHS = 8
 
 
@@ -148,18 +150,23 @@ def test_a_retry_is_judged_with_its_first_attempts_epochs(pruner):
 
 
 def test_the_fast_path_never_asks_the_storage_backed_should_prune(monkeypatch):
-    study = _twins("median", "fast-path")[0]
-    _run_lockstep(study, _twins("median", "fast-path")[1], _curves(1, 5), stop_when_pruned=False)
-    trial = study.ask()
-    reporter = FastReporter(study, trial)
+    fast, slow = _twins("median", "fast-path")
+    _run_lockstep(fast, slow, _curves(1, 5), stop_when_pruned=False)
+    fast_trial, slow_trial = fast.ask(), slow.ask()
+    reporter = FastReporter(fast, fast_trial)
 
     def refuse(self):
         raise AssertionError("the median pruner's decision went through trial.should_prune")
 
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", refuse)
-    for step, value in enumerate(_curves(2, 1)[0]):
+    decisions, expected = [], []
+    for step, value in enumerate([3.0] * EPOCHS):  # worse than every trial before it
         reporter.report(value, step)
-        assert reporter.should_prune() in (True, False)
+        slow_trial.report(value, step)
+        decisions.append(reporter.should_prune())
+        # what should_prune would have answered: the pruner's decision on the stored trial
+        expected.append(slow.pruner.prune(slow, slow.trials[-1]))
+    assert decisions == expected and all(decisions), (decisions, expected)
 
 
 def test_completed_trials_are_read_again_after_ttl():

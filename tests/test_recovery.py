@@ -125,13 +125,13 @@ def test_an_idle_worker_backs_off_and_fails_a_trial_only_when_its_heartbeat_stop
         alive_until.append(time.time())
 
     looks: list[float] = []
-    read = HeartbeatWatch.read
+    check = HeartbeatWatch.check  # once a look, under the budget lock
 
-    def counted(self, study):
+    def counted(self, study, read):
         looks.append(time.monotonic())
-        return read(self, study)
+        return check(self, study, read)
 
-    monkeypatch.setattr(HeartbeatWatch, "read", counted)
+    monkeypatch.setattr(HeartbeatWatch, "check", counted)
     beating = threading.Thread(target=other_worker)
     beating.start()
     try:

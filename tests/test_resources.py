@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hpo_trainer import Callback, ConfigError, NonFiniteLossError, StorageError, cli
-from hpo_trainer.search.config import SearchConfig, make_config
+from hpo_trainer.search.config import Budget, SearchConfig, StudyIdentity, make_config
 from hpo_trainer.search.early import EarlyWorkers, scoped_environ
 from hpo_trainer.search.locks import budget_lock
 from hpo_trainer.search.processes import run_workers
@@ -192,7 +192,10 @@ def test_scoped_environ_restores_only_the_keys_it_set(monkeypatch):
 def test_a_failed_hand_over_restores_the_signal_handlers(tmp_path):
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     environ = dict(os.environ)
-    cfg = SearchConfig(study_name="s", storage=f"sqlite:///{tmp_path}/s.db", epochs=1, n_trials=1)
+    cfg = SearchConfig(
+        identity=StudyIdentity(study_name="s", storage=f"sqlite:///{tmp_path}/s.db"),
+        budget=Budget(epochs=1, n_trials=1),
+    )
     task = SimpleNamespace(worker_factory=lambda: None)
     with EarlyWorkers("time:sleep", (600,), {}, 1) as early:
         # The early worker died (killed, out of memory) before it was handed the search.

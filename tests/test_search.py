@@ -11,6 +11,7 @@ from scenarios import check_resumed, kill_mid_trial_then_resume
 from hpo_trainer import ConfigError, StorageError
 from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search.config import canonical_options, make_config
+from hpo_trainer.search.early import cores
 from hpo_trainer.search.processes import worker_env
 
 HERE = Path(__file__).resolve().parent
@@ -109,10 +110,16 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path):
     check_resumed(url, "tunable", killed_at)
 
 
-def test_worker_environment_spreads_gpus_and_threads():
+@pytest.mark.parametrize(("usable", "threads"), [(8, "2"), (3, "1"), (1, "1")])
+def test_worker_environment_spreads_gpus_and_threads(monkeypatch, usable, threads):
+    # one worker gets every CPU this process may use: the product's own count of them
+    assert worker_env(0, 1, devices=[])["OMP_NUM_THREADS"] == str(cores())
+    # the CPUs it may use (its affinity, as in a container or under taskset), not all of them
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(usable)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
     envs = [worker_env(i, 4, devices=["0", "1"]) for i in range(4)]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
-    assert all(e["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4)) for e in envs)
+    assert {(e["OMP_NUM_THREADS"], e["HPO_TRAINER_THREADS"]) for e in envs} == {(threads, threads)}
 
 
 @pytest.mark.parametrize(
@@ -241,8 +248,8 @@ def test_trials_and_workers_are_other_names_of_n_trials_and_n_workers(make_train
     cfg = make_config(tr, epochs=2, trials=7, workers=3)
     assert (cfg.budget.n_trials, cfg.placement.n_workers) == (7, 3)
     same = make_config(tr, epochs=2, n_trials=7, trials=7, n_workers=3, workers=3)
-    assert (same.n_trials, same.n_workers) == (7, 3)
-    assert make_config(tr, epochs=2, n_trials=7).n_workers == 1
+    assert (same.budget.n_trials, same.placement.n_workers) == (7, 3)
+    assert make_config(tr, epochs=2, n_trials=7).placement.n_workers == 1
 
 
 @pytest.mark.parametrize(

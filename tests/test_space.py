@@ -10,6 +10,8 @@ from torch.optim import SGD, Adam
 from hpo_trainer import EPOCHS, ConfigError, Hyperparameters, SpaceError
 from hpo_trainer.space.epochs import resolve_epochs
 
+pytestmark = pytest.mark.fast
+
 
 def test_template_api_set_range_is_base10_exponents_and_set_value_is_fixed():
     hyp = Hyperparameters()

@@ -125,7 +125,7 @@ def test_short_training_run_learns(data_root: Path, tmp_path: Path) -> None:
     assert len(history["test/acc"]) == 3
     assert history["val/acc"][-1] > 0.5  # chance is 0.1
     assert history["train/loss"][-1] < history["train/loss"][0]
-    assert isinstance(tr.optimizer, torch.optim.Adam)
+    assert type(tr.optimizer) is torch.optim.Adam and tr.optimizer.defaults["lr"] == 3e-3
     assert tr.run_dir is not None and tr.run_dir.parent == tmp_path
     assert list((tr.run_dir / "checkpoints").glob("epoch-*.pt"))
 

@@ -1,4 +1,5 @@
 import math
+import pickle
 
 import pytest
 import torch
@@ -8,6 +9,9 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import Dataset
 
 from hpo_trainer import ConfigError, DataError, History, Hyperparameters, Trainer
+from hpo_trainer.train import checkpoint
+
+pytestmark = pytest.mark.fast
 
 GOOD = {"optimizer.lr": 0.05, "model.hidden_size": 64}
 
@@ -23,7 +27,11 @@ def test_template_walkthrough_reaches_95_percent_test_accuracy(make_trainer):
     assert history["val/loss"][-1] < history["val/loss"][0]
     ckpts = sorted(p.name for p in (tr.run_dir / "checkpoints").glob("*.pt"))
     assert ckpts == [f"epoch-{e:04d}.pt" for e in (5, 10, 15, 20, 25, 30)]
-    assert isinstance(tr.get_model(), nn.Module)
+    # get_model hands back the model as trained: the weights of the last epoch's checkpoint
+    saved = checkpoint.load(tr.run_dir / "checkpoints" / "epoch-0030.pt")["model"]
+    weights = tr.get_model().state_dict()
+    assert weights.keys() == saved.keys()
+    assert all(torch.equal(weights[name], saved[name]) for name in saved)
 
 
 def test_each_run_gets_its_own_folder(make_trainer):
@@ -143,7 +151,9 @@ def test_searched_optimizer_class_builds_that_class(make_trainer):
     tr.train(
         epochs=1, params={"optimizer": {"class": "Adam", "lr": 1e-3}, "model": {"hidden_size": 32}}
     )
-    assert isinstance(tr.optimizer, torch.optim.Adam)
+    assert type(tr.optimizer) is torch.optim.Adam
+    # with the searched arguments of that class only (SGD's momentum is not Adam's)
+    assert tr.optimizer.defaults["lr"] == 1e-3 and "momentum" not in tr.optimizer.defaults
 
 
 def test_grad_clip_and_override_pass_batch(digits, tmp_path):
@@ -275,14 +285,14 @@ def test_accuracy_is_only_reported_for_classification(tmp_path):
 
 
 def test_built_state_is_kept_apart_from_the_configuration(make_trainer):
-    import pickle
-
     tr = make_trainer()
     assert tr.last_run is None and tr.model is None and tr.optimizer is None
     assert tr.criterion is None and tr.scheduler is None
     assert isinstance(tr.history, History) and not tr.history
     with pytest.raises(AttributeError):
         tr.model = nn.Linear(2, 2)
+    with pytest.raises(AttributeError):
+        tr.run_dir = "elsewhere"  # read from the state: set by train, never by hand
     history = tr.train(epochs=2, params=GOOD)
     assert tr.history is history is tr.last_run.state.history
     assert tr.model is tr.last_run.state.model and isinstance(tr.scheduler, StepLR)
@@ -291,3 +301,55 @@ def test_built_state_is_kept_apart_from_the_configuration(make_trainer):
     copy = pickle.loads(pickle.dumps(tr))
     assert copy.last_run is None and copy.model is None and not copy.history
     assert copy.spaces.keys() == tr.spaces.keys() and tr.model is not None
+
+
+# -- configuration apart from what calls set ------------------------------------------------
+
+
+def _configuration(tr):
+    """Everything on ``tr`` but ``state_``: each attribute's object, and all of it pickled."""
+    config = {k: v for k, v in vars(tr).items() if k != "state_"}
+    return {k: id(v) for k, v in config.items()}, pickle.dumps(config)
+
+
+@pytest.mark.slow  # a real search (two one-epoch trials), then a run
+def test_hyp_opt_and_train_leave_the_configuration_as_it_was(make_trainer, tmp_path):
+    tr = make_trainer()
+    before = _configuration(tr)
+    tr.hyp_opt(epochs=1, iters=2, storage=f"sqlite:///{tmp_path}/s.db", pruner="none", seed=0)
+    assert _configuration(tr) == before
+    assert set(tr.state_.best) == {"optimizer", "model"}
+    assert tr.state_.best_trial["epochs"] == 1 and tr.run_dir is None
+    history = tr.train(epochs=1)  # the best trial's values, from the state
+    assert _configuration(tr) == before
+    assert tr.history is history and (tr.run_dir / "summary.json").exists()
+    assert tr.run_dir == tr.state_.run_dir and tr.summary is tr.state_.summary
+    copy = pickle.loads(pickle.dumps(tr))  # the best trial travels, the built run does not
+    assert copy.state_.best == tr.state_.best and copy.last_run is None
+
+
+def test_train_leaves_the_configuration_as_it_was(make_trainer):
+    tr = make_trainer()
+    before = _configuration(tr)
+    tr.train(epochs=1, params=GOOD)
+    assert _configuration(tr) == before
+    assert tr.summary["epochs"] == 1 and tr.run_dir.is_dir()
+
+
+def test_pass_batch_before_any_run_builds_one(digits, tmp_path):
+    tr = _configure(Trainer(digits["train"], digits["val"], runs_dir=tmp_path, seed=0))
+    x, y = digits["val"]
+    out = tr.pass_batch((x[:8], y[:8]))  # no fit, train or build before
+    assert out["preds"].shape == (8, 10) and torch.isfinite(out["loss"])
+    assert tr.model is tr.last_run.state.model and not tr.history
+    assert not any(tmp_path.iterdir())  # building a run writes nothing
+
+
+def test_pass_batch_before_any_run_with_searched_values_says_what_to_give(make_trainer, digits):
+    tr = make_trainer()
+    x, y = digits["val"]
+    with pytest.raises(ConfigError, match=r"still searched.*pass params=\{\.\.\.\}"):
+        tr.pass_batch((x[:4], y[:4]))
+    tr.initialize(params=GOOD)
+    assert tr.pass_batch((x[:4], y[:4]))["preds"].shape == (4, 10)
+    assert tr.model.h.out_features == GOOD["model.hidden_size"]

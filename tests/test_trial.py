@@ -13,8 +13,10 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from hpo_trainer.search import trial as trial_module
-from hpo_trainer.search.config import SearchConfig
+from hpo_trainer.search.config import Budget, Durability, SearchConfig, StudyIdentity
 from hpo_trainer.search.trial import checkpoints_to_remove, cleanup_checkpoints, trial_dir
+
+pytestmark = pytest.mark.fast
 
 C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
 DEAD = {}  # a dead or stopped worker's trial: failed, no failure attribute
@@ -136,12 +138,9 @@ def test_cleanup_removes_only_those_files(tmp_path, monkeypatch):
             create_trial(state=state, value=value if state == C else None, user_attrs=attrs)
         )
     cfg = SearchConfig(
-        study_name="clean",
-        storage=url,
-        epochs=1,
-        n_trials=5,
-        keep_checkpoints=1,
-        runs_dir=str(tmp_path / "runs"),
+        identity=StudyIdentity(study_name="clean", storage=url),
+        budget=Budget(epochs=1, n_trials=5),
+        durability=Durability(keep_checkpoints=1, runs_dir=str(tmp_path / "runs")),
     )
     for n in range(5):
         (trial_dir(cfg, n)).mkdir(parents=True)

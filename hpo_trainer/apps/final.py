@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.base.errors import CheckpointError, ConfigError, raise_all
+from hpo_trainer.base.errors import SEED_LIMIT, CheckpointError, ConfigError, raise_all
 from hpo_trainer.facade import runfiles, runs
 from hpo_trainer.facade.checks import is_int
 from hpo_trainer.train import checkpoint
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 _RECIPE_FIELDS = {
     "epochs": (1, 10**6),
     "best_epoch": (1, 10**6),
-    "seed": (0, 2**32 - 1),
+    "seed": (0, SEED_LIMIT - 1),
     "threads": (1, 1024),
 }
 
@@ -204,17 +204,18 @@ def ship_trial(
             )
     run.state.history.append(metrics)
     run.state.epoch = 1  # one row of metrics: those of the kept epoch
-    trainer.run_dir = runs.new_run_dir(trainer.runs_dir, trainer.name)
+    folder = runs.new_run_dir(trainer.runs_dir, trainer.name)
+    trainer.state_.run_dir, trainer.state_.summary = folder, None
     summary = runfiles.write_run(
         trainer,
         run,
-        trainer.run_dir,
+        folder,
         kept_epoch=1,
         monitor=recipe.get("monitor") or _monitor(record),
         recipe={"from_trial_checkpoint": str(path), "trial_epoch": kept, **recipe},
         provenance=provenance,
     )
-    trainer.summary = summary
+    trainer.state_.summary = summary
     _attach(trainer, summary, provenance)
     return summary
 
@@ -260,7 +261,7 @@ def _attach(
 ) -> None:
     """Attach the summary and the model files to the study the params came from, if any."""
     from hpo_trainer.search.artifacts import attach_run
-    from hpo_trainer.search.storage import mask_url
+    from hpo_trainer.search.storage import same_storage
 
     given = dict(provenance or {})
     storage, study = given.get("storage"), given.get("study")
@@ -268,7 +269,7 @@ def _attach(
         return
     if "***" in storage:  # a params file masks passwords: the environment's URL may match
         env = os.environ.get("HPO_TRAINER_STORAGE", "")
-        if not env or mask_url(env) != storage:
+        if not env or not same_storage(env, storage):
             logger.warning(
                 "the run is not attached to study %r: the params file's storage %s has its "
                 "password masked; set HPO_TRAINER_STORAGE to the full URL to attach it",

@@ -124,10 +124,12 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
             options[key] = value
 
     def announce(cfg: Any) -> None:
+        budget = cfg.budget
         _say(
             args,
-            f"study {cfg.identity.study_name!r}: {cfg.budget.n_trials} trials of up to {cfg.budget.epochs} epochs, "
-            f"{cfg.placement.n_workers} worker(s), storage {_masked(cfg.identity.storage)}",
+            f"study {cfg.identity.study_name!r}: {budget.n_trials} trials of up to "
+            f"{budget.epochs} epochs, {cfg.placement.n_workers} worker(s), storage "
+            f"{_masked(cfg.identity.storage)}",
         )
 
     with _live(args, sys.stderr.isatty()) as show:

@@ -3,9 +3,9 @@
 Everything is built from one set of values (``{target: {name: value}}``) on top of the
 classes and primed arguments a user set, so that each trial and each training run starts
 from scratch and repeats exactly under the same seed. What was built is kept apart from the
-configuration (as skorch keeps ``module_`` apart from ``module``): :class:`LastRun` holds
-the last run and reads its objects. :data:`~hpo_trainer.EPOCHS` in a value or a primed
-argument becomes the run's epoch count here, in :func:`build_target`, for every target.
+configuration, in the trainer's :class:`~hpo_trainer.facade.state.TrainerState`.
+:data:`~hpo_trainer.EPOCHS` in a value or a primed argument becomes the run's epoch count
+here, in :func:`build_target`, for every target.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hpo_trainer.space import CLASS
 from hpo_trainer.space.epochs import resolve_epochs
 from hpo_trainer.train import data
 from hpo_trainer.train.devices import amp_mode, seed_everything
-from hpo_trainer.train.state import FitState, History, Run
+from hpo_trainer.train.state import FitState, Run
 
 
 def build_target(
@@ -214,50 +214,3 @@ def _batches(
         num_workers=num_workers,
         device=device if device.type == "cuda" else None,
     )
-
-
-class LastRun:
-    """The run built last, and read-only views of its objects (``None`` before any run).
-
-    Attributes:
-        last_run: The run built last (by ``build``, a search trial or ``train``).
-
-    """
-
-    last_run: Run | None = None
-
-    @property
-    def model(self) -> nn.Module | None:
-        """The model of the last run."""
-        return self.last_run.state.model if self.last_run is not None else None
-
-    @property
-    def criterion(self) -> Any:
-        """The loss of the last run."""
-        return self.last_run.criterion if self.last_run is not None else None
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        """The optimizer of the last run."""
-        return self.last_run.state.optimizer if self.last_run is not None else None
-
-    @property
-    def scheduler(self) -> Any:
-        """The scheduler of the last run."""
-        return self.last_run.state.scheduler if self.last_run is not None else None
-
-    @property
-    def history(self) -> History:
-        """The per-epoch metrics of the last run (empty before any)."""
-        return self.last_run.state.history if self.last_run is not None else History()
-
-    def get_model(self) -> nn.Module:
-        """Return the model of the last run.
-
-        Raises:
-            ConfigError: If nothing has been trained yet.
-
-        """
-        if self.model is None:
-            raise ConfigError("no model has been trained yet; call train() first")
-        return self.model

@@ -1,14 +1,16 @@
 """``Recipe``: what a user configures to build each run, through the template's setters.
 
 The classes of the model, criterion, optimizer and scheduler, their primed arguments, the
-search spaces and extra metrics. Each setter validates its input where it enters
-(:mod:`hpo_trainer.facade.checks`); :meth:`Recipe.check` validates them together. Nothing here is
-built: :func:`hpo_trainer.facade.build.build_run` builds a run from a recipe's parts, and
-:class:`~hpo_trainer.Trainer` (a recipe) keeps the run it built apart from this.
+search spaces, extra metrics and the input preprocessing. Each setter validates its input
+where it enters (:mod:`hpo_trainer.facade.checks`); :meth:`Recipe.check` validates them
+together. Nothing here is built: :func:`hpo_trainer.facade.build.build_run` builds a run
+from a recipe's parts, and :class:`~hpo_trainer.Trainer` (a recipe) keeps what it built
+apart from this, in its :class:`~hpo_trainer.facade.state.TrainerState`.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -17,17 +19,25 @@ from torch import nn
 from hpo_trainer.base.errors import ConfigError, did_you_mean, raise_all
 from hpo_trainer.facade import checks
 from hpo_trainer.space import TARGETS, Hyperparameters
+from hpo_trainer.train import data
 from hpo_trainer.train.loop import MetricFn
+from hpo_trainer.train.preprocess import WithPreprocess, fitted
 
 
 class Recipe:
-    """The template's setters: classes, primed arguments, search spaces and metrics."""
+    """The template's setters: classes, primed arguments, search spaces, metrics and the
+    input preprocessing.
+    """
+
+    #: The training set the preprocessing is fitted on (set by the Trainer).
+    train_data: Any
 
     def __init__(self) -> None:
         self._classes: dict[str, Any] = dict.fromkeys(TARGETS)
         self._primed: dict[str, tuple[tuple, dict]] = {t: ((), {}) for t in TARGETS}
         self._spaces: dict[str, Hyperparameters] = {}
         self._metric_fns: dict[str, MetricFn] = {}
+        self._preprocess: nn.Module | None = None
 
     def set_model(self, model_class: type[nn.Module] | None) -> None:
         """Set the model class, built fresh for every run.
@@ -132,6 +142,35 @@ class Recipe:
                 f"got {type(fn).__name__} {fn!r}"
             )
         self._metric_fns[name] = fn
+
+    def set_preprocess(self, preprocess: nn.Module | None) -> None:
+        """Declare the preprocessing of the model's inputs, e.g. ``Standardize()``.
+
+        It is fitted on the training inputs now (when it has a ``fit`` method), and every
+        run's model applies it first (``WithPreprocess(preprocess, model)``): its statistics
+        are saved with the weights, so ``predict`` and ``load_run`` apply them to new inputs.
+        Give the datasets unpreprocessed.
+
+        Args:
+            preprocess: An ``nn.Module`` taking a batch of inputs; ``None`` removes it.
+
+        Raises:
+            ConfigError: If ``preprocess`` is not an ``nn.Module`` or cannot be fitted.
+
+        """
+        self._preprocess = fitted(preprocess, data.input_batches(self.train_data))
+
+    @property
+    def preprocess(self) -> nn.Module | None:
+        """The declared input preprocessing (see :meth:`set_preprocess`), if any."""
+        return self._preprocess
+
+    def _shipped(self, model: nn.Module) -> nn.Module:
+        """Return ``model`` with the declared preprocessing in front of it, on its device."""
+        if self._preprocess is None:
+            return model
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        return WithPreprocess(copy.deepcopy(self._preprocess).to(device), model)
 
     @property
     def spaces(self) -> dict[str, Hyperparameters]:

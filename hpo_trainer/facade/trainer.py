@@ -5,13 +5,13 @@ and search spaces through the setters of :class:`~hpo_trainer.facade.recipe.Reci
 hands the work to the layers below: :mod:`hpo_trainer.facade.checks` validates,
 :mod:`hpo_trainer.codec.params` decodes parameters, :mod:`hpo_trainer.facade.build` builds
 each run, :mod:`hpo_trainer.facade.runs` keeps run folders, :func:`hpo_trainer.train.loop.fit`
-trains and :func:`hpo_trainer.search.engine.search` searches. The last run built is kept apart
-from the configuration, in :attr:`Trainer.last_run`.
+trains and :func:`hpo_trainer.search.engine.search` searches. What its calls build and find
+is kept apart from the configuration, in :attr:`Trainer.state_`
+(:class:`~hpo_trainer.facade.state.TrainerState`): the calls never change the configuration.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import pickle
@@ -26,8 +26,9 @@ from torch import nn
 from hpo_trainer.base.errors import ConfigError, raise_all
 from hpo_trainer.codec.params import encode_params, resolve_params
 from hpo_trainer.facade import checks, runfiles, runs
-from hpo_trainer.facade.build import LastRun, build_run, build_target
+from hpo_trainer.facade.build import build_run, build_target
 from hpo_trainer.facade.recipe import Recipe
+from hpo_trainer.facade.state import StateViews, TrainerState
 from hpo_trainer.search import facts
 from hpo_trainer.search.engine import search
 from hpo_trainer.train import checkpoint, data
@@ -35,7 +36,6 @@ from hpo_trainer.train.best import KeepBest
 from hpo_trainer.train.callback import Callback
 from hpo_trainer.train.devices import torch_threads
 from hpo_trainer.train.loop import fit
-from hpo_trainer.train.preprocess import WithPreprocess, fitted
 from hpo_trainer.train.state import FitState, History, Run
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Trainer(Recipe, LastRun):
+class Trainer(Recipe, StateViews):
     """Train a PyTorch model and search its hyperparameters (the template's API).
 
     Example:
@@ -71,6 +71,14 @@ class Trainer(Recipe, LastRun):
         name: The name of this experiment (runs and the default study are named after it).
         quiet: No progress bar, even on a terminal.
         num_workers: ``DataLoader`` worker processes for general (not in-memory) datasets.
+
+    Attributes:
+        state_: What calls built and found (:class:`~hpo_trainer.facade.state.TrainerState`):
+            the last run, the last search's best trial, the last run folder and summary, read
+            through ``last_run``, ``model``, ``history``, ``run_dir``, ``summary``, ... Every
+            other attribute is configuration, which no call changes.
+        factory: How a worker process rebuilds this trainer (set by a study file's loader);
+            ``None`` sends the trainer itself, pickled.
 
     Raises:
         DataError: If a dataset cannot be used.
@@ -112,24 +120,15 @@ class Trainer(Recipe, LastRun):
         self.seed, self.amp, self.grad_clip = seed, amp, grad_clip
         self.runs_dir, self.name, self.quiet = Path(runs_dir), name, quiet
         super().__init__()
-        self._best: dict[str, dict[str, Any]] | None = None
-        #: What made the last search's best trial: its study, trial, value, metric,
-        #: direction, epochs, best epoch and seed (``train`` repeats them).
-        self._best_trial: dict[str, Any] | None = None
-        self._preprocess: nn.Module | None = None
-        self.last_run = None  # built state (see LastRun), apart from the configuration
-        #: The folder of the last :meth:`train` run.
-        self.run_dir: Path | None = None
-        #: The ``summary.json`` of the last :meth:`train` run.
-        self.summary: dict[str, Any] | None = None
-        #: How a worker process rebuilds this trainer (set by a study file); ``None``
-        #: sends the trainer itself, pickled.
         self.factory: Callable[[], Trainer] | None = None
+        self.state_ = TrainerState()
 
     # -- the forward pass ----------------------------------------------------------------
 
     def pass_batch(self, batch: Any) -> dict[str, Any]:
         """Run one batch through the model; override for other batch layouts or outputs.
+
+        Before any run, it builds one first with :meth:`initialize`.
 
         Args:
             batch: A dict with ``'x'`` and ``'y'`` or a tuple ``(x, y)``.
@@ -138,43 +137,17 @@ class Trainer(Recipe, LastRun):
             ``{'loss': loss, 'preds': preds, 'target': y}``; further scalar entries are
             averaged per epoch into the history.
 
+        Raises:
+            ConfigError: If no run was built and none can be (see :meth:`initialize`).
+
         """
+        if self.state_.last_run is None:
+            self.initialize()
         x, y = data.split_xy(batch)
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         preds = self.model(x)  # type: ignore[misc]
         return {"loss": self.criterion(preds, y), "preds": preds, "target": y}
-
-    # -- preprocessing -------------------------------------------------------------------
-
-    def set_preprocess(self, preprocess: nn.Module | None) -> None:
-        """Declare the preprocessing of the model's inputs, e.g. ``Standardize()``.
-
-        It is fitted on the training inputs now (when it has a ``fit`` method), and every
-        run's model applies it first (``WithPreprocess(preprocess, model)``): its statistics
-        are saved with the weights, so ``predict`` and ``load_run`` apply them to new inputs.
-        Give the datasets unpreprocessed.
-
-        Args:
-            preprocess: An ``nn.Module`` taking a batch of inputs; ``None`` removes it.
-
-        Raises:
-            ConfigError: If ``preprocess`` is not an ``nn.Module`` or cannot be fitted.
-
-        """
-        self._preprocess = fitted(preprocess, data.input_batches(self.train_data))
-
-    @property
-    def preprocess(self) -> nn.Module | None:
-        """The declared input preprocessing (see :meth:`set_preprocess`), if any."""
-        return self._preprocess
-
-    def _shipped(self, model: nn.Module) -> nn.Module:
-        """Return ``model`` with the declared preprocessing in front of it, on its device."""
-        if self._preprocess is None:
-            return model
-        device = next(iter(model.parameters()), torch.empty(0)).device
-        return WithPreprocess(copy.deepcopy(self._preprocess).to(device), model)
 
     def build_model(
         self, values: Mapping[str, Mapping[str, Any]], *, epochs: int | None = None
@@ -213,7 +186,7 @@ class Trainer(Recipe, LastRun):
             ConfigError: If values are missing or do not fit the spaces.
 
         """
-        return resolve_params(self._spaces, params, best=self._best)
+        return resolve_params(self._spaces, params, best=self.state_.best)
 
     def encode_params(self, values: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """Return the searched part of ``values`` as stored: ``{target: {name: label}}``."""
@@ -240,13 +213,13 @@ class Trainer(Recipe, LastRun):
 
         Returns:
             The run (see :func:`hpo_trainer.facade.build.build_run`), also kept as
-            :attr:`last_run`.
+            :attr:`last_run` (in :attr:`state_`).
 
         Raises:
             ConfigError: If ``explain`` and building a target failed.
 
         """
-        self.last_run = build_run(
+        run = build_run(
             values,
             classes=self._classes,
             primed=self._primed,
@@ -263,13 +236,32 @@ class Trainer(Recipe, LastRun):
             explain=explain,
         )
         if self._preprocess is not None:
-            state = self.last_run.state
-            state.model = self._shipped(state.model)
-        return self.last_run
+            run.state.model = self._shipped(run.state.model)
+        self.state_.last_run = run
+        return run
+
+    def initialize(self, params: Mapping[str, Any] | None = None, *, epochs: int = 1) -> Run:
+        """Build a run without training it: what :meth:`pass_batch` and ``model`` then use.
+
+        Args:
+            params: The searched values (see :meth:`resolve_params`); ``None`` uses the last
+                search's best, or the fixed values if nothing is searched.
+            epochs: The epochs the run is built for (for ``EPOCHS`` expressions).
+
+        Returns:
+            The run, also kept as :attr:`last_run`.
+
+        Raises:
+            ConfigError: If values are still searched and none are given, or building fails.
+
+        """
+        self.check()
+        values = self.resolve_params(params)
+        return self.build(values, epochs=epochs, seed=self.seed, explain=True)
 
     def fit(self, run: Run, callbacks: Sequence[Callback]) -> FitState:
         """Train ``run`` with :func:`hpo_trainer.train.loop.fit` and :meth:`pass_batch`."""
-        self.last_run = run  # pass_batch reads the run's model and criterion through it
+        self.state_.last_run = run  # pass_batch reads the run's model and criterion from it
         return fit(
             run.state,
             train_batches=run.train_batches,
@@ -349,12 +341,12 @@ class Trainer(Recipe, LastRun):
         self.check()
         run_dir, ckpt, values = self._start_values(params, resume)
         seed, provenance, monitor, threads = runs.repeat_trial(
-            self._best_trial if params is None else None,
+            self.state_.best_trial if params is None else None,
             seed=self.seed if seed is None else seed,
             seed_given=seed is not None,
             provenance=provenance,
             monitor=monitor,
-            last_search=self._best_trial,
+            last_search=self.state_.best_trial,
         )
         if keep == "best" and self.val_data is not None and monitor[0] not in self.metric_names():
             raise ConfigError(
@@ -364,7 +356,8 @@ class Trainer(Recipe, LastRun):
             )
         # Build first: a class that fails to build must not leave an empty run folder.
         run = self.build(values, epochs=epochs, seed=seed, explain=True)
-        self.run_dir = run_dir or runs.new_run_dir(self.runs_dir, run_name or self.name)
+        folder = run_dir or runs.new_run_dir(self.runs_dir, run_name or self.name)
+        self.state_.run_dir, self.state_.summary = folder, None
         if ckpt is not None:
             checkpoint.restore(run.state, ckpt)
         keeper = (
@@ -373,7 +366,7 @@ class Trainer(Recipe, LastRun):
             else None
         )
         stock = runs.stock_callbacks(
-            self.run_dir,
+            folder,
             epochs=epochs,
             save_every=save_every,
             update_every=update_every,
@@ -384,20 +377,20 @@ class Trainer(Recipe, LastRun):
         started = time.perf_counter()
         with torch_threads(threads):
             runs.fit_until_signal(
-                lambda: self.fit(run, [*stock, *extra, *callbacks]), run.state, self.run_dir
+                lambda: self.fit(run, [*stock, *extra, *callbacks]), run.state, folder
             )
         kept = keeper.restore(run.state.model) if keeper is not None else None
         logger.info(
             "trained %d epochs in %.1fs into %s (kept epoch %d)",
             run.state.epoch,
             time.perf_counter() - started,
-            self.run_dir,
+            folder,
             kept or run.state.epoch,
         )
-        self.summary = runfiles.write_run(
+        self.state_.summary = runfiles.write_run(
             self,
             run,
-            self.run_dir,
+            folder,
             kept_epoch=kept or run.state.epoch,
             monitor=monitor if kept else None,
             recipe={"epochs": epochs, "seed": seed, "threads": threads or torch.get_num_threads()},
@@ -466,8 +459,8 @@ class Trainer(Recipe, LastRun):
                 f"study {outcome.study.study_name!r} has no completed trial yet; run the "
                 "search first"
             )
-        self._best = self.resolve_params(best.params)
-        self._best_trial = facts.recipe(outcome.study, best)
+        self.state_.best = self.resolve_params(best.params)
+        self.state_.best_trial = facts.recipe(outcome.study, best)
         return outcome.study
 
     def metric_names(self) -> list[str]:
@@ -498,4 +491,4 @@ class Trainer(Recipe, LastRun):
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers get the configuration, not the last run's model and optimizer.
-        return {**self.__dict__, "last_run": None}
+        return {**self.__dict__, "state_": self.state_.without_run()}

@@ -121,7 +121,9 @@ def search(
     started = time.monotonic()
     interrupt.clear()
     codes: list[int] = []
-    monitor = Monitor(study, cfg.budget.n_trials, progress) if progress else contextlib.nullcontext()
+    monitor = (
+        Monitor(study, cfg.budget.n_trials, progress) if progress else contextlib.nullcontext()
+    )
     with monitor:
         if cfg.placement.in_process:
             if early is not None:
@@ -158,7 +160,9 @@ def _outcome(
         if dead:
             logger.warning("%s; the other workers finished the budget", died)
         return SearchOutcome(stopped_by="budget", **result)
-    short = f"the search stopped short of its budget ({done}/{cfg.budget.n_trials} trials finished)"
+    short = (
+        f"the search stopped short of its budget ({done}/{cfg.budget.n_trials} trials finished)"
+    )
     failed = facts.failures(trials)
     if len(failed) >= cfg.budget.max_failures:
         last = failed[-1]
@@ -168,8 +172,8 @@ def _outcome(
                 f"{short}: {len(failed)} trials failed (max_failures={cfg.budget.max_failures}). "
                 f"The last, trial {last.number}: {last.user_attrs['failure']}. Each failed "
                 "trial's traceback is in its 'traceback' attribute (`hpo-trainer status "
-                f"--study-name {cfg.identity.study_name} --json`, or the dashboard); fix the cause "
-                "and run the search again to continue the study"
+                f"--study-name {cfg.identity.study_name} --json`, or the dashboard); fix the "
+                "cause and run the search again to continue the study"
             ),
             **result,
         )

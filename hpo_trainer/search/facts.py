@@ -24,10 +24,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo_trainer.search.heartbeat import root_number
-from hpo_trainer.search.objectives import MODEL_MEASURES
 
 #: The states that count toward the budget.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: The user attribute of a trial that failed by itself: what went wrong.
+FAILURE_KEY = "failure"
 #: Study attribute keys (``hpo:<key>``) under which a search records what it was asked.
 BUDGET_KEY = "hpo:n_trials"
 METRIC_KEY = "hpo:metric"
@@ -50,7 +51,7 @@ def failed_by_itself(trial: FrozenTrial) -> bool:
     finite (it has the ``failure`` attribute). A trial failed because its worker died or
     was stopped did not: it is retried from its checkpoint.
     """
-    return trial.state == TrialState.FAIL and "failure" in trial.user_attrs
+    return trial.state == TrialState.FAIL and FAILURE_KEY in trial.user_attrs
 
 
 def failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -270,6 +271,10 @@ def recipe(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         checkpoint file, which may since have been cleaned up).
 
     """
+    # Imported here: the rest of this module serves the trial-start path, which loads without
+    # PyTorch (hpo_trainer.search.start; objectives measures models with torch).
+    from hpo_trainer.search.objectives import MODEL_MEASURES
+
     goals = objectives(study)
     # The objective that chose the trial's best epoch: the first one read from the history.
     index = next((i for i, (n, _) in enumerate(goals) if n not in MODEL_MEASURES), 0)

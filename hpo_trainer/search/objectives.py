@@ -193,7 +193,8 @@ def first_history(objectives: Sequence[Objective]) -> Objective:
 
 def chosen_by(cfg: SearchConfig) -> Objective:
     """Return the metric and direction that choose a trial's best epoch in search ``cfg``."""
-    return first_history(cfg.goal.objectives) if cfg.goal.objectives else (cfg.goal.metric, cfg.goal.direction)
+    goal = cfg.goal
+    return first_history(goal.objectives) if goal.objectives else (goal.metric, goal.direction)
 
 
 def trial_values(task: SearchTask, run: Run, cfg: SearchConfig) -> tuple[float | list[float], int]:

@@ -44,7 +44,10 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
     else:
         directions = {"direction": cfg.goal.direction}
     study = optuna.create_study(
-        study_name=cfg.identity.study_name, storage=storage_of(cfg), load_if_exists=True, **directions
+        study_name=cfg.identity.study_name,
+        storage=storage_of(cfg),
+        load_if_exists=True,
+        **directions,
     )
     if cfg.goal.objectives or len(study.directions) > 1:
         _check_objectives(cfg, study)
@@ -59,7 +62,9 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
     if study.metric_names is None:
         study.set_metric_names(names)
     first: dict[str, Any] = {facts.EPOCHS_KEY: cfg.budget.epochs}
-    first.update({facts.OBJECTIVES_KEY: names} if cfg.goal.objectives else {facts.METRIC_KEY: names[0]})
+    first.update(
+        {facts.OBJECTIVES_KEY: names} if cfg.goal.objectives else {facts.METRIC_KEY: names[0]}
+    )
     first.update({f"hpo:{key}": value for key, value in cfg.identity.provenance.items()})
     for key, value in first.items():
         if key not in attrs:  # what the study began with; each trial records its own

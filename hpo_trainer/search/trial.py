@@ -112,7 +112,9 @@ def _train(
         # The best epoch's weights ride in the checkpoint: `train --from-trial` ships them.
         KeepBest(metric, mode=way),
         PruningCallback(
-            FastReporter(study, trial, direction=cfg.goal.direction if cfg.goal.objectives else None),
+            FastReporter(
+                study, trial, direction=cfg.goal.direction if cfg.goal.objectives else None
+            ),
             cfg.goal.metric,
         ),
         saver,
@@ -426,7 +428,9 @@ def cleanup_checkpoints(
             remove = checkpoints_to_remove(study, trials, cfg.durability.keep_checkpoints)
     artifacts.detach_checkpoints(study, trials, remove, store)
     # Trials whose checkpoint this process already removed stay removed: check only the rest.
-    removed = _REMOVED.setdefault((cfg.identity.storage, cfg.identity.study_name, cfg.durability.runs_dir), set())
+    removed = _REMOVED.setdefault(
+        (cfg.identity.storage, cfg.identity.study_name, cfg.durability.runs_dir), set()
+    )
     for number in remove - removed:
         checkpoint.remove(trial_dir(cfg, number) / "last.pt")
         removed.add(number)

@@ -29,7 +29,8 @@ def warm_start_params(task: SearchTask, cfg: SearchConfig) -> list[tuple[str, di
 
     Returns:
         ``(where it came from, Optuna's flat params {"target.name": stored value})`` of
-        each, in order: ``cfg.warm_start.enqueue``, then the best trials of ``cfg.warm_start.warm_start_from``.
+        each, in order: ``cfg.warm_start.enqueue``, then the best trials of
+        ``cfg.warm_start.warm_start_from``.
 
     Raises:
         ConfigError: Naming every unreadable source and every parameter outside the space

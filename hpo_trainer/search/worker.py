@@ -2,9 +2,11 @@
 
 Under the budget lock a worker fails trials whose worker died (they are re-queued with the
 same parameters; :class:`~hpo_trainer.search.heartbeat.HeartbeatWatch`, on every storage),
-counts finished and running trials, and starts a trial only if the study's budget has room.
-It then trains the trial (:func:`hpo_trainer.search.trial.run_trial`) outside the lock. Many
-workers, in one process or on many machines, share a study this way.
+counts finished and running trials, and starts a trial only if the study's budget has room;
+the lock holds only work that does not grow with the study, and the sampler runs outside it
+(:class:`~hpo_trainer.search.start.TrialStarter`). It then trains the trial
+(:func:`hpo_trainer.search.trial.run_trial`) outside the lock. Many workers, in one process
+or on many machines, share a study this way.
 
 A worker with nothing to start (the rest of the budget is running elsewhere) keeps looking,
 because a running trial may lose its worker and be queued again; it looks less and less
@@ -17,7 +19,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,9 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo_trainer.base.errors import Interrupted
-from hpo_trainer.search import facts, optuna_api
 from hpo_trainer.search.config import SearchConfig
-from hpo_trainer.search.heartbeat import HeartbeatWatch, beat
-from hpo_trainer.search.locks import budget_lock
-from hpo_trainer.search.storage import StorageFile
+from hpo_trainer.search.heartbeat import HeartbeatWatch
+from hpo_trainer.search.start import TrialStarter
 from hpo_trainer.search.strategies import make_pruner, make_sampler
 from hpo_trainer.search.study import storage_of
 from hpo_trainer.search.task import SearchTask
@@ -81,52 +80,15 @@ def run_worker(task: SearchTask, cfg: SearchConfig, *, worker: int = 0) -> Worke
     study = optuna.load_study(
         study_name=cfg.identity.study_name,
         storage=storage,
-        sampler=make_sampler(cfg.strategy.sampler, seed=seed, spaces=task.spaces, n_trials=cfg.budget.n_trials),
+        sampler=make_sampler(
+            cfg.strategy.sampler, seed=seed, spaces=task.spaces, n_trials=cfg.budget.n_trials
+        ),
         pruner=make_pruner(cfg.strategy.pruner, epochs=cfg.budget.epochs),
     )
     report = WorkerReport(worker)
     with stop_on_signals() as flag:
         _loop(task, cfg, study, storage, report, flag)
     return report
-
-
-def _next_trial(
-    cfg: SearchConfig, study: optuna.Study, storage: Any, watch: HeartbeatWatch | None
-) -> tuple[Any, str | None, int]:
-    """Under the budget lock: fail dead trials, then start a trial if the budget has room.
-
-    ``storage`` is the storage as opened (Optuna wraps it in a cache inside the study);
-    ``watch`` finds dead trials (``None`` when trials send no heartbeat).
-
-    Returns:
-        The trial (or ``None``), why the worker should stop (or ``None``), and how many
-        trials are running.
-
-    """
-    trials = study.get_trials(deepcopy=False) if watch is None else watch.read(study)
-    done, running = facts.finished(trials), len(facts.running(trials))
-    if done >= cfg.budget.n_trials:
-        return None, "budget", running
-    failed = len(facts.failures(trials))
-    if failed >= cfg.budget.max_failures:
-        logger.error(
-            "stopping: %d trials failed (max_failures=%d); see their 'failure' attribute",
-            failed,
-            cfg.budget.max_failures,
-        )
-        return None, "failures", running
-    if done + running >= cfg.budget.n_trials:
-        return None, None, running
-    with warnings.catch_warnings():
-        # A database storage may still be opened with Optuna's heartbeat, which warns outside
-        # Study.optimize; our own (hpo_trainer.search.heartbeat) is the one used.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        trial = study.ask()
-    if watch is not None:
-        # Still under the lock: a trial must never sit RUNNING without a sign of life, or a
-        # watcher would give its worker three grace periods instead of one.
-        beat(storage, optuna_api.trial_id(trial), cfg.durability.grace_period)
-    return trial, None, running
 
 
 def _loop(
@@ -138,11 +100,22 @@ def _loop(
     flag: StopFlag,
 ) -> None:
     """Run the worker loop of :func:`run_worker` (see there)."""
-    lock = budget_lock(cfg.identity.storage, storage, cfg.identity.study_name)
-    file = StorageFile(cfg.identity.storage)
-    watch = HeartbeatWatch(storage, cfg.durability.grace_period) if cfg.durability.heartbeat_interval else None
-    # Each look takes the study-wide lock and reads every trial, competing with the running
-    # trials' writes and with every other worker's start: an idle worker backs off
+    watch = (
+        HeartbeatWatch(storage, cfg.durability.grace_period)
+        if cfg.durability.heartbeat_interval
+        else None
+    )
+    starter = TrialStarter(
+        study,
+        storage,
+        cfg.identity.storage,
+        n_trials=cfg.budget.n_trials,
+        max_failures=cfg.budget.max_failures,
+        watch=watch,
+        grace_period=cfg.durability.grace_period,
+    )
+    # Each look takes the study-wide lock and reads the running trials, competing with their
+    # writes and with every other worker's start: an idle worker backs off
     # exponentially, up to a heartbeat interval (a dead trial cannot show sooner than that)
     # and at most _MAX_WAIT, so that a freed slot or the end of the budget is still seen
     # within seconds. Waiting on the lock itself would not do: nothing releases it when a
@@ -155,9 +128,7 @@ def _loop(
     while deadline is None or time.monotonic() < deadline:
         if flag.signum is not None:
             raise Interrupted(flag.signum)
-        with lock:
-            file.check()  # before any storage call: a lost file must not be recreated
-            trial, stop, running = _next_trial(cfg, study, storage, watch)
+        trial, stop, running = starter.next()
         if stop is not None:
             report.stopped_by = stop
             return
