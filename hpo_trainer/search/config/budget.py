@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_trainer.base.errors import is_int
+from hpo_trainer.base.errors import is_int, is_real
 
 #: Failed trials that stop the workers when ``max_failures`` is left out, at the least.
 MIN_FAILURES = 10
@@ -63,7 +63,7 @@ class Budget:
             max_failures = (
                 max(MIN_FAILURES, n_trials // 4) if is_int(n_trials, 1) else MIN_FAILURES
             )
-        if _is_number(trial_timeout):
+        if is_real(trial_timeout):
             trial_timeout = float(trial_timeout)
         budget = cls(
             epochs=epochs,
@@ -89,13 +89,13 @@ class Budget:
             )
         elif not is_int(self.n_trials, 1):
             problems.append(f"iters (n_trials) must be an integer >= 1, got {self.n_trials!r}")
-        if self.timeout is not None and not (_is_number(self.timeout) and self.timeout > 0):
+        if self.timeout is not None and not (is_real(self.timeout) and self.timeout > 0):
             problems.append(
                 f"timeout must be a positive number of seconds after which workers start no "
                 f"new trial (e.g. 3600), or None for no limit; got {self.timeout!r}"
             )
         if self.trial_timeout is not None and not (
-            _is_number(self.trial_timeout) and 0 < self.trial_timeout < math.inf
+            is_real(self.trial_timeout) and 0 < self.trial_timeout < math.inf
         ):
             problems.append(
                 f"trial_timeout must be a positive, finite number of seconds a trial may "
@@ -107,8 +107,3 @@ class Budget:
                 f"stop) or None, got {self.max_failures!r}"
             )
         return problems
-
-
-def _is_number(value: Any) -> bool:
-    """Whether ``value`` is an int or a float (``True`` and ``False`` are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
