@@ -279,6 +279,8 @@ def fill_study(study: optuna.Study, url: str, template: list[FrozenTrial], total
                 'WHERE o.study_id = :sid AND o."number" < :n0'
             )
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":  # statistics lag the copies: a nested loop
+                conn.execute(sa.text("SET LOCAL enable_nestloop = off"))  # would be quadratic
             sid = conn.execute(
                 sa.text("SELECT study_id FROM studies WHERE study_name = :name"), {"name": name}
             ).scalar_one()

@@ -57,3 +57,19 @@ def test_the_quality_benchmark_writes_its_table_curves_and_targets(tmp_path):
     ).read_text()
     results = [line for line in out.stdout.splitlines() if line.startswith("RESULT default_")]
     assert len(results) == 3 and all("=error" not in line for line in results), out.stdout
+
+
+def test_the_budget_lock_benchmark_runs_its_fleets_on_postgresql(pg_url):
+    # a small study, fleets of 1 and 4 lightweight worker processes: the machinery, and an
+    # exact budget in every fleet (the one figure judged: it is not a timing)
+    args = ["--quick", "--pg-url", pg_url, "--workers", "1", "4", "--per-worker", "2"]
+    out = subprocess.run(
+        [sys.executable, BENCH / "bench_budget_lock.py", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert any(line.startswith("RESULT hold_p95_ms_at_2000_1w=") for line in results), results
+    assert "RESULT budget_errors=0 " in out.stdout, out.stdout[-2000:]

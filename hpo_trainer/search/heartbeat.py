@@ -121,6 +121,14 @@ class Heartbeat:
             self._thread.join()
 
 
+def start_mark(grace_period: float | None = None) -> dict[str, Any]:
+    """Return the system attributes that record a trial's start alive (see :func:`beat`).
+
+    The trial-start path writes them with the new trial's row, in one transaction.
+    """
+    return {GRACE_KEY: grace_period}
+
+
 def beat(storage: Any, trial_id: int, grace_period: float | None = None) -> None:
     """Record that a trial started alive, and the grace period its worker allows it.
 
@@ -134,7 +142,8 @@ def beat(storage: Any, trial_id: int, grace_period: float | None = None) -> None
             (``None``: each watcher's own).
 
     """
-    storage.set_trial_system_attr(trial_id, GRACE_KEY, grace_period)
+    for key, value in start_mark(grace_period).items():
+        storage.set_trial_system_attr(trial_id, key, value)
 
 
 class HeartbeatWatch:

@@ -1,10 +1,12 @@
 """The budget lock: it serialises "count the trials, then start one" across workers.
 
-Holding it while counting and asking makes a shared budget exact: two workers can never
-both see room for the last trial. A file storage uses a lock file beside it (``filelock``,
-which works on Linux, macOS and Windows); PostgreSQL an advisory lock; Redis a lock key
-that expires if its holder dies. A storage with no such lock (MySQL, MariaDB) is refused
-(:func:`budget_lock_problem`): its budget would silently not be exact.
+Holding it while counting and starting a trial makes a shared budget exact: two workers can
+never both see room for the last trial. Only that is done under it, in work that does not grow
+with the study (:mod:`hpo_trainer.search.start`); the sampler runs after it is released. A
+file storage uses a lock file beside it (``filelock``, which works on Linux, macOS and
+Windows); PostgreSQL an advisory lock; Redis a lock key that expires if its holder dies. A
+storage with no such lock (MySQL, MariaDB) is refused (:func:`budget_lock_problem`): its
+budget would silently not be exact.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ work whose cost does not grow with the study:
   decision needs (:func:`~hpo_trainer.search.optuna_api.read_trials_since`).
 * **Under the lock** (:meth:`TrialStarter.next`): that read, the heartbeat check of the
   running trials (a dead one is failed and queued again), the budget decision, and the
-  trial's row: the first waiting trial (a retry, a warm start) is claimed, or a RUNNING trial
-  is created, numbered from the ledger
+  trial's row: the first waiting trial (a retry, a warm start) is claimed and marked started
+  (:func:`~hpo_trainer.search.heartbeat.beat`), or a RUNNING trial is created with its start
+  mark in one transaction, numbered from the ledger
   (:func:`~hpo_trainer.search.optuna_api.create_running_trial`: Optuna's own numbering
-  counts the whole study); then its start mark (:func:`~hpo_trainer.search.heartbeat.beat`).
+  counts the whole study).
 * **Outside the lock**: the ``Trial`` is made (the sampler's ``before_trial``) and its
   parameters are sampled when the trial suggests them; a sampler such as TPE reads every
   trial there, while other workers start theirs.
@@ -40,7 +41,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo_trainer.search import facts, optuna_api
-from hpo_trainer.search.heartbeat import BEAT_KEY, GRACE_KEY, HeartbeatWatch, beat
+from hpo_trainer.search.heartbeat import BEAT_KEY, GRACE_KEY, HeartbeatWatch, beat, start_mark
 from hpo_trainer.search.locks import budget_lock
 from hpo_trainer.search.storage import StorageFile
 
@@ -219,11 +220,13 @@ class TrialStarter:
             except UpdateFinishedTrialError:
                 continue  # failed meanwhile by something other than a worker
         else:
-            trial_id = optuna_api.create_running_trial(
+            # A new trial's row comes with its start mark, in one transaction.
+            return optuna_api.create_running_trial(
                 self._storage,
                 optuna_api.study_id(self._study),
                 known=self.ledger.size,
                 after=self.ledger.last_id,
+                system_attrs=start_mark(self._grace) if self._watch is not None else None,
             )
         if self._watch is not None:
             # Still under the lock: a trial must never sit RUNNING without a sign of life, or
