@@ -4,7 +4,7 @@ Run by ``tests/test_optuna_contract.py`` twice: with the Optuna installed in the
 highest the project allows) and with the lowest allowed one put first on ``PYTHONPATH``
 (``make install`` keeps it in ``.venv/optuna-lowest``). Each check names the promise it
 tests; the script prints ``optuna <version>: <n> checks passed`` or fails on the first
-broken one. Usage: ``python tests/optuna_contract.py RUNS_DIR [REDIS_URL]``.
+broken one. Usage: ``python tests/optuna_contract.py RUNS_DIR [REDIS_URL [POSTGRES_URL]]``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def check(fn: Callable[[Path, list[str]], None]) -> Callable[[Path, list[str]], 
     return fn
 
 
-def _urls(tmp: Path, redis: str | None) -> list[str]:
+def _urls(tmp: Path, redis: str | None, postgres: str | None) -> list[str]:
     urls = [f"sqlite:///{tmp}/contract.db", f"journal:{tmp}/contract.log"]
-    return [*urls, redis] if redis else urls
+    return urls + [u for u in (redis, postgres) if u]
 
 
 def _fresh(url: str, name: str, **kwargs) -> optuna.Study:
@@ -128,6 +128,49 @@ def pruners_prune_the_objective_they_are_given(tmp: Path, urls: list[str]) -> No
 
 
 @check
+def lean_reads_and_own_trial_rows_are_optuna_trials(tmp: Path, urls: list[str]) -> None:
+    # the budget lock's start path reads and creates trials without Optuna's ORM
+    for url in [u for u in urls if not u.startswith("journal")]:
+        study = _fresh(url, "contract-start")
+        backend, sid = optuna_api.backend_of(study), optuna_api.study_id(study)
+        done = study.ask()
+        done.suggest_float("lr", 1e-4, 1.0, log=True)
+        study.tell(done, 0.5)
+        failed = study.ask()
+        failed.set_user_attr("failure", "ValueError: boom")
+        study.tell(failed, state=TrialState.FAIL)
+        running = study.ask()
+        heartbeat.beat(backend, optuna_api.trial_id(running), 5.0)
+        ids = [optuna_api.trial_id(t) for t in (done, failed, running)]
+        lean = optuna_api.read_trials_since(
+            backend, sid, after=-1, user_keys=["failure"], system_keys=[heartbeat.GRACE_KEY]
+        )
+        assert [(t.number, t.state) for t in lean] == [
+            (0, TrialState.COMPLETE),
+            (1, TrialState.FAIL),
+            (2, TrialState.RUNNING),
+        ], (url, lean)
+        assert lean[1].user_attrs.get("failure") == "ValueError: boom", url
+        assert lean[2].system_attrs.get(heartbeat.GRACE_KEY) == 5.0, url
+        since = optuna_api.read_trials_since(backend, sid, after=ids[1], among={ids[0]})
+        assert [t.number for t in since] == [0, 2], url
+        mine = optuna_api.create_running_trial(
+            backend, sid, known=3, after=ids[2], system_attrs={"hpo:mark": 1}
+        )
+        theirs = backend.create_new_trial(sid)  # Optuna's own numbering goes on after ours
+        made = backend.get_trial(mine)
+        assert (made.number, made.state) == (3, TrialState.RUNNING), (url, made)
+        assert made.system_attrs.get("hpo:mark") == 1 and made.datetime_start is not None
+        assert backend.get_trial(theirs).number == 4, url
+        trial = optuna_api.open_trial(study, mine)
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        study.tell(trial, 0.25)
+        told = optuna_api.stored_trial(study, trial)
+        assert told.state == TrialState.COMPLETE and told.params == {"lr": lr}, (url, told)
+        assert study.best_trial.number == 3, url
+
+
+@check
 def a_search_runs_end_to_end(tmp: Path, urls: list[str]) -> None:
     for i, url in enumerate(urls[:2]):
         runs = tmp / f"runs-{i}"
@@ -180,7 +223,7 @@ def trials_are_read_created_and_opened_past_ask(tmp: Path, urls: list[str]) -> N
 
 def main(argv: list[str]) -> int:
     tmp = Path(argv[1])
-    urls = _urls(tmp, argv[2] if len(argv) > 2 else None)
+    urls = _urls(tmp, *(argv[2:4] + [None, None])[:2])
     for fn in CHECKS:
         fn(tmp, urls)
     print(f"optuna {optuna.__version__}: {len(CHECKS)} checks passed")

@@ -114,13 +114,13 @@ def test_the_allowed_range_is_the_tested_range():
 
 
 @pytest.mark.parametrize("end", ["highest", "lowest"])
-def test_the_contract_holds_at_both_ends_of_the_range(end, tmp_path, redis_url):
+def test_the_contract_holds_at_both_ends_of_the_range(end, tmp_path, redis_url, pg_url):
     env = dict(os.environ)
     if end == "lowest":
         assert LOWEST_DIR.is_dir(), f"no lowest Optuna in {LOWEST_DIR}: run `make install`"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LOWEST_DIR), env.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "optuna_contract.py"), str(tmp_path), redis_url],
+        [sys.executable, str(ROOT / "tests/optuna_contract.py"), str(tmp_path), redis_url, pg_url],
         cwd=ROOT,
         env=env,
         capture_output=True,
