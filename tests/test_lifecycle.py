@@ -217,3 +217,29 @@ def test_a_nan_value_at_the_end_is_a_counted_failure_and_leaves_no_checkpoint(tm
     )
     assert facts.summary(outcome.study)["states"] == {"FAIL": 2}
     assert _checkpoints(tmp_path) == []  # cleaned up like any failed trial's
+
+
+@pytest.mark.parametrize(
+    ("codes", "fix_first"),
+    [([-9, -9], False), ([0, -15], False), ([1, 0], True), ([1, -9], True)],
+)
+def test_dead_workers_advice_says_whether_a_rerun_alone_will_do(tmp_path, codes, fix_first):
+    """Killed workers' trials resume on a rerun; a worker that failed by itself (its
+    make_trainer raised) fails again on a rerun unless the cause is fixed first."""
+    from hpo_trainer.search.engine import _outcome
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="dead", storage=url)
+    cfg = SearchConfig(
+        identity=StudyIdentity(study_name="dead", storage=url),
+        budget=Budget(epochs=1, n_trials=3),
+    )
+    outcome = _outcome(study, cfg, codes, elapsed=1.0)
+    assert outcome.stopped_by == "workers"
+    assert "Run the same command again" in outcome.problem or "run the same command" in (
+        outcome.problem
+    )
+    assert ("fix the cause" in outcome.problem) is fix_first, outcome.problem
+    for i, code in enumerate(codes):
+        if code:
+            assert f"worker {i} " in outcome.problem

@@ -147,6 +147,20 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def _after_dead_workers(dead: tuple[tuple[int, int], ...]) -> str:
+    """Say what to do after workers died: killed ones resume, failed ones need a fix first."""
+    rerun = (
+        "Run the same command again to continue the study; the trials those workers ran are "
+        "retried from their last checkpoints"
+    )
+    if all(code < 0 for _, code in dead):
+        return rerun
+    return (
+        "A worker that exits with an error failed on its own (its error is logged above, "
+        "e.g. the study file's make_trainer raising): fix the cause, then r" + rerun[1:]
+    )
+
+
 def _outcome(
     study: optuna.Study, cfg: SearchConfig, codes: list[int], elapsed: float
 ) -> SearchOutcome:
@@ -181,8 +195,7 @@ def _outcome(
         return SearchOutcome(
             stopped_by="workers",
             problem=(
-                f"{short}: {died}. Run the same command again to continue the study; the "
-                "trials those workers ran are retried from their last checkpoints"
+                f"{short}: {died}. {_after_dead_workers(dead)}"
             ),
             **result,
         )
