@@ -1,3 +1,4 @@
+import json
 import os
 import sqlite3
 from collections import Counter
@@ -12,7 +13,9 @@ from hpo_trainer import ConfigError, StorageError
 from hpo_trainer.facade.studyfile import load_trainer_from_file
 from hpo_trainer.search.config import canonical_options, make_config
 from hpo_trainer.search.early import cores
+from hpo_trainer.search.engine import search
 from hpo_trainer.search.processes import worker_env
+from hpo_trainer.search.storage import open_storage
 
 HERE = Path(__file__).resolve().parent
 TUNABLE = HERE / "studies" / "tunable_digits.py"
@@ -311,3 +314,24 @@ def test_search_dict_aliases_and_unknown_keys_from_the_command_line(tmp_path, mo
     err = capsys.readouterr().err
     assert "SEARCH in" in err and "unknown option(s) n_trails" in err
     assert "Did you mean 'n_trials'?" in err
+
+
+def test_a_study_folder_belongs_to_one_storage(tmp_path):
+    """Two studies of one name in two storages would share RUNS_DIR/NAME and remove each
+    other's checkpoints: a new study there is refused before anything is written, and a study
+    that exists in its storage (continued, or migrated with its trials) claims the folder."""
+    tr = load_trainer_from_file(HERE.parent / "studies/digits_mlp.py", runs_dir=tmp_path / "r")
+    journal, db = f"journal:{tmp_path}/j.log", tmp_path / "s.db"
+    search(tr, epochs=1, n_trials=1, storage=journal, study_name="same")
+    record = json.loads((tmp_path / "r/same/study.json").read_text())
+    assert record["study"] == "same" and record["storage"].endswith("j.log")
+    with pytest.raises(ConfigError, match=r"holds the trials of study 'same' in another storage"):
+        search(tr, epochs=1, n_trials=1, storage=f"sqlite:///{db}", study_name="same")
+    assert not db.exists() or optuna.get_all_study_names(f"sqlite:///{db}") == []
+    assert (tmp_path / "r/same/trial-0/last.pt").exists()  # the journal study's checkpoint
+    optuna.copy_study(
+        from_study_name="same", from_storage=open_storage(journal), to_storage=f"sqlite:///{db}"
+    )
+    outcome = search(tr, epochs=1, n_trials=2, storage=f"sqlite:///{db}", study_name="same")
+    assert outcome.finished == 2
+    assert "s.db" in json.loads((tmp_path / "r/same/study.json").read_text())["storage"]

@@ -283,7 +283,11 @@ def _warm_start_arguments(p: _Options) -> None:
 
 def _objective_arguments(p: _Options) -> None:
     p.add_argument("--metric", default=None, help="metric to optimise (default val/loss)")
-    p.add_argument("--direction", choices=("minimize", "maximize"))
+    p.add_argument(
+        "--direction",
+        choices=("minimize", "maximize"),
+        help="of --metric (default minimize, or SEARCH's in the study file)",
+    )
     p.add_argument(
         "--objective",
         dest="objectives",
@@ -445,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `hpo-trainer status | head`: the reader is gone, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's last flush is quiet
+        return 0
 
 
 if __name__ == "__main__":

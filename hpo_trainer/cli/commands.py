@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.base.errors import ConfigError
+from hpo_trainer.base.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from hpo_trainer.search.early import EarlyWorkers
@@ -193,7 +193,15 @@ def _print_status(
         names = [_pick_study(storage, only)]
     from hpo_trainer.search import facts
 
-    summaries = [facts.summary(optuna.load_study(study_name=n, storage=storage)) for n in names]
+    summaries = []
+    for name in names:
+        try:
+            summaries.append(facts.summary(optuna.load_study(study_name=name, storage=storage)))
+        except KeyError:  # deleted by someone else since it was listed
+            if only is not None:
+                raise StorageError(
+                    f"study {name!r} was deleted while it was read; run status again"
+                ) from None
     if as_json:
         print(json.dumps(summaries, indent=2))
         return

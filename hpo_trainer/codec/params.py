@@ -104,8 +104,8 @@ def _fixed_values(spaces: Mapping[str, Hyperparameters]) -> dict[str, dict[str, 
         raise ConfigError(
             f"{', '.join(searched)} {'is' if len(searched) == 1 else 'are'} still "
             "searched, so a training run does not know which values to use; run "
-            "hyp_opt() first, pass params={...} (e.g. an exported best.json), or fix "
-            "them with set_value()"
+            "hyp_opt() first, pass params={...} (e.g. an exported best.json; before "
+            "pass_batch: initialize(params={...})), or fix them with set_value()"
         )
     return {t: h.sample(seed=0) for t, h in spaces.items()}
 

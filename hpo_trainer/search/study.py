@@ -9,15 +9,18 @@ or running) is not queued again, so a re-run of the same search adds nothing.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from hpo_trainer.base.errors import ConfigError
+from hpo_trainer.base.files import atomic_write
 from hpo_trainer.search import facts
 from hpo_trainer.search.config import SearchConfig
-from hpo_trainer.search.storage import open_storage
+from hpo_trainer.search.storage import absolute_url, mask_url, open_storage, same_storage
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +39,19 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
 
     Raises:
         ConfigError: If an existing study of that name optimises the other direction, or
-            other objectives.
+            other objectives, or its folder in the runs folder belongs to a study of the same
+            name in another storage.
 
     """
+    storage = storage_of(cfg)
+    home = _claim_folder(cfg, exists=_exists(storage, cfg.identity.study_name))
     if cfg.goal.objectives:
         directions: dict[str, Any] = {"directions": [d for _, d in cfg.goal.objectives]}
     else:
         directions = {"direction": cfg.goal.direction}
     study = optuna.create_study(
         study_name=cfg.identity.study_name,
-        storage=storage_of(cfg),
+        storage=storage,
         load_if_exists=True,
         **directions,
     )
@@ -71,7 +77,56 @@ def create_study(cfg: SearchConfig) -> optuna.Study:
             study.set_user_attr(key, value)
     if attrs.get(facts.BUDGET_KEY) != cfg.budget.n_trials:
         study.set_user_attr(facts.BUDGET_KEY, cfg.budget.n_trials)
+    if home is not None:
+        record = {"study": cfg.identity.study_name, "storage": home}
+        atomic_write(_folder_record(cfg), json.dumps(record, indent=2).encode())
     return study
+
+
+#: The file in a study's folder (``RUNS_DIR/STUDY``) that names the storage it belongs to.
+FOLDER_RECORD = "study.json"
+
+
+def _folder_record(cfg: SearchConfig) -> Path:
+    return Path(cfg.durability.runs_dir) / cfg.identity.study_name / FOLDER_RECORD
+
+
+def _exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _claim_folder(cfg: SearchConfig, *, exists: bool) -> str | None:
+    """Refuse a new study whose folder holds a same-named study of another storage.
+
+    Trial folders are named by study name and trial number, so two studies of one name in
+    two storages would share them and remove each other's checkpoints. A study that exists
+    in this storage already (continued, or migrated here with its trials) claims the folder.
+
+    Returns:
+        The storage to record in the folder (masked), or ``None`` if it is recorded already.
+
+    """
+    mine = absolute_url(cfg.identity.storage)
+    path = _folder_record(cfg)
+    try:
+        theirs = json.loads(path.read_text()).get("storage")
+    except (OSError, ValueError, AttributeError):
+        return mask_url(mine)  # no record yet (or an unreadable one): this study claims it
+    if not isinstance(theirs, str) or same_storage(theirs, mine):
+        return None if isinstance(theirs, str) else mask_url(mine)
+    if not exists:
+        raise ConfigError(
+            f"the folder {str(path.parent)!r} holds the trials of study "
+            f"{cfg.identity.study_name!r} in another storage ({theirs}), not "
+            f"{mask_url(mine)}: two studies of one name would overwrite each other's "
+            "checkpoints. Give this study another name (--study-name), or another "
+            f"--runs-dir, or continue that study with --storage {theirs}"
+        )
+    return mask_url(mine)
 
 
 def _check_objectives(cfg: SearchConfig, study: optuna.Study) -> None:
