@@ -66,7 +66,9 @@ def check_resumed(url: str, study_name: str, killed_at: int) -> None:
     assert first.state == TrialState.FAIL and "failure" not in first.user_attrs
     retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
     assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resumed_from_epoch"] >= killed_at
+    # the checkpoint of the last reported epoch may still have been in flight (written in
+    # the background while the next epoch trains): the one before it is the promise
+    assert retry.user_attrs["resumed_from_epoch"] >= killed_at - 1 >= 2
     assert retry.params == first.params
     assert sorted(retry.intermediate_values) == [1, 2, 3, 4, 5, 6]
     for step, value in first.intermediate_values.items():

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.pruners import BasePruner
     from optuna.storages import BaseStorage
-    from optuna.trial import FrozenTrial, Trial
+    from optuna.trial import FrozenTrial, Trial, TrialState
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -135,7 +135,7 @@ def _read_rdb(
     """
     import sqlalchemy as sa
     from optuna.storages._rdb import models
-    from optuna.trial import FrozenTrial, TrialState
+    from optuna.trial import TrialState
 
     t = models.TrialModel.__table__
     sys_a = models.TrialSystemAttributeModel.__table__
@@ -166,24 +166,31 @@ def _read_rdb(
         for tid, number, state, s_key, s_json, u_key, u_json in conn.execute(query):
             trial = trials.get(tid)
             if trial is None:
-                trial = trials[tid] = FrozenTrial(
-                    number=number,
-                    state=state,
-                    value=None,
-                    datetime_start=None,
-                    datetime_complete=None,
-                    params={},
-                    distributions={},
-                    user_attrs={},
-                    system_attrs={},
-                    intermediate_values={},
-                    trial_id=tid,
-                )
+                trial = trials[tid] = _lean_trial(tid, number, state)
             if s_key is not None:
                 trial.system_attrs[s_key] = json.loads(s_json)
             if u_key is not None:
                 trial.user_attrs[u_key] = json.loads(u_json)
     return list(trials.values())
+
+
+def _lean_trial(trial_id: int, number: int, state: TrialState) -> FrozenTrial:
+    """Return a trial with only its id, number and state (its attributes filled by the caller)."""
+    from optuna.trial import FrozenTrial
+
+    return FrozenTrial(
+        number=number,
+        state=state,
+        value=None,
+        datetime_start=None,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=trial_id,
+    )
 
 
 def _reading(engine: Any) -> Any:

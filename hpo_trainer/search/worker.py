@@ -91,6 +91,23 @@ def run_worker(task: SearchTask, cfg: SearchConfig, *, worker: int = 0) -> Worke
     return report
 
 
+def _starter(cfg: SearchConfig, study: optuna.Study, storage: Any) -> TrialStarter:
+    """Return what starts this worker's trials, with a heartbeat watch if trials beat."""
+    durability = cfg.durability
+    watch = None
+    if durability.heartbeat_interval:
+        watch = HeartbeatWatch(storage, durability.grace_period)
+    return TrialStarter(
+        study,
+        storage,
+        cfg.identity.storage,
+        n_trials=cfg.budget.n_trials,
+        max_failures=cfg.budget.max_failures,
+        watch=watch,
+        grace_period=durability.grace_period,
+    )
+
+
 def _loop(
     task: SearchTask,
     cfg: SearchConfig,
@@ -100,20 +117,7 @@ def _loop(
     flag: StopFlag,
 ) -> None:
     """Run the worker loop of :func:`run_worker` (see there)."""
-    watch = (
-        HeartbeatWatch(storage, cfg.durability.grace_period)
-        if cfg.durability.heartbeat_interval
-        else None
-    )
-    starter = TrialStarter(
-        study,
-        storage,
-        cfg.identity.storage,
-        n_trials=cfg.budget.n_trials,
-        max_failures=cfg.budget.max_failures,
-        watch=watch,
-        grace_period=cfg.durability.grace_period,
-    )
+    starter = _starter(cfg, study, storage)
     # Each look takes the study-wide lock and reads the running trials, competing with their
     # writes and with every other worker's start: an idle worker backs off
     # exponentially, up to a heartbeat interval (a dead trial cannot show sooner than that)
