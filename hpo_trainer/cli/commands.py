@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import socket
 import sys
@@ -14,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_trainer.base.errors import ConfigError, StorageError
+from hpo_trainer.base.errors import ConfigError
+from hpo_trainer.cli.status import pick_study, print_status
 
 if TYPE_CHECKING:
     from hpo_trainer.search.early import EarlyWorkers
@@ -33,29 +33,6 @@ def _open(args: argparse.Namespace) -> Any:
     from hpo_trainer.search.storage import open_storage
 
     return open_storage(_storage_url(args), must_exist=True)
-
-
-def _pick_study(storage: Any, name: str | None) -> str:
-    import optuna
-
-    names = [
-        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-    ]
-    if name is not None:
-        if name not in names:
-            from hpo_trainer.base.errors import did_you_mean
-
-            raise ConfigError(
-                f"no study named {name!r} in this storage; it has: "
-                f"{', '.join(names) or 'no studies'}." + did_you_mean(name, names)
-            )
-        return name
-    if len(names) == 1:
-        return names[0]
-    raise ConfigError(
-        f"the storage holds {len(names)} studies ({', '.join(names) or 'none'}); choose one "
-        "with --study-name"
-    )
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -135,7 +112,7 @@ def _search(args: argparse.Namespace, early: EarlyWorkers | None) -> int:
     with _live(args, sys.stderr.isatty()) as show:
         outcome = search(trainer, progress=show, on_start=announce, early=early, **options)
     cfg = outcome.config
-    _print_status(args, _open_url(cfg.identity.storage), cfg.identity.study_name, as_json=False)
+    print_status(_open_url(cfg.identity.storage), cfg.identity.study_name, as_json=False)
     if outcome.problem is not None:
         print(f"error: {outcome.problem}", file=sys.stderr)
         return 1
@@ -183,79 +160,9 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, file=sys.stderr)
 
 
-def _print_status(
-    args: argparse.Namespace, storage: Any, only: str | None, *, as_json: bool
-) -> None:
-    import optuna
-
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
-    if only is not None:
-        names = [_pick_study(storage, only)]
-    from hpo_trainer.search import facts
-
-    summaries = []
-    for name in names:
-        try:
-            summaries.append(facts.summary(optuna.load_study(study_name=name, storage=storage)))
-        except KeyError:  # deleted by someone else since it was listed
-            if only is not None:
-                raise StorageError(
-                    f"study {name!r} was deleted while it was read; run status again"
-                ) from None
-    if as_json:
-        print(json.dumps(summaries, indent=2))
-        return
-    if not summaries:
-        print("no studies in this storage")
-    for s in summaries:
-        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s["states"].items()))
-        goal = f"{s['direction']} {s['metric'] or 'value'}"
-        if "objectives" in s:
-            goal = ", ".join(f"{o['direction']} {o['metric']}" for o in s["objectives"])
-        print(f"study {s['study']} ({goal}): {s['trials']} trials: {states or 'none'}")
-        if "pareto_front" in s:
-            _print_front(s)
-        elif "best" in s:
-            b = s["best"]
-            params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
-            print(f"  best: trial {b['trial']}, value {b['value']:.6g}, {params}")
-        for r in s["running"]:
-            gpu = r["cuda_visible_devices"]
-            where = f"worker {r['worker']} on {r['host']}" + (f", GPU {gpu}" if gpu else "")
-            print(f"  running: trial {r['trial']} at epoch {r['epoch']} ({where})")
-        if s["budget"] is not None:
-            done = s["finished"]
-            eta = s["eta_seconds"]
-            left = f", about {_duration(eta)} left" if eta and done < s["budget"] else ""
-            print(f"  budget: {done}/{s['budget']} finished{left}")
-
-
-def _print_front(s: dict[str, Any]) -> None:
-    """Print a multi-objective study's Pareto front, best first by the first objective."""
-    names = [o["metric"] for o in s["objectives"]]
-    front = s["pareto_front"]
-    print(f"  Pareto front: {len(front)} trial(s), by {names[0]} (export takes the first):")
-    for t in front:
-        values = ", ".join(f"{n} {_fmt(v)}" for n, v in zip(names, t["values"]))
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
-        print(f"    trial {t['trial']}: {values}; {params}")
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
     storage = _open(args)
-    _print_status(args, storage, args.study_name, as_json=args.json)
+    print_status(storage, args.study_name, as_json=args.json)
     return 0
 
 
@@ -266,7 +173,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hpo_trainer.search.storage import parse_url
 
     storage = _open(args)
-    name = _pick_study(storage, args.study_name)
+    name = pick_study(storage, args.study_name)
     study = optuna.load_study(study_name=name, storage=storage)
     record = export.best_record(study, _storage_url(args), top=args.top, trial=args.trial)
     # Never write over what was read: the storage's file, the study file.
@@ -462,7 +369,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from hpo_trainer.search.storage import parse_url
 
     storage = _open(args)
-    name = _pick_study(storage, args.study_name)
+    name = pick_study(storage, args.study_name)
     study = optuna.load_study(study_name=name, storage=storage)
     # Never write over what was read: the storage's file, the study file.
     reads = (parse_url(_storage_url(args)).path, study.user_attrs.get("hpo:study_file"))
