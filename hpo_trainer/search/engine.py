@@ -194,9 +194,7 @@ def _outcome(
     if dead:
         return SearchOutcome(
             stopped_by="workers",
-            problem=(
-                f"{short}: {died}. {_after_dead_workers(dead)}"
-            ),
+            problem=f"{short}: {died}. {_after_dead_workers(dead)}",
             **result,
         )
     if cfg.budget.timeout is not None and elapsed >= cfg.budget.timeout:
